@@ -1,0 +1,29 @@
+"""psann: sine-activated neural networks (PSANN) and the HISSO episodic trainer.
+
+Importing psann never imports Ray; the sweep orchestration lives in the separate ``sweeps`` package.
+"""
+
+__version__ = "0.1.0"
+
+from psann.activations import SineActivation, SineConfig, SineLayer, siren_init_
+from psann.estimators import PSANNRegressor, ResPSANNRegressor, WaveResNetRegressor
+from psann.models import PSANNNet, ResPSANNNet, WaveResNet
+from psann.training import Callback, History, LoopConfig, TrainingLoop
+
+__all__ = [
+    "__version__",
+    "Callback",
+    "History",
+    "LoopConfig",
+    "PSANNNet",
+    "PSANNRegressor",
+    "ResPSANNNet",
+    "ResPSANNRegressor",
+    "SineActivation",
+    "SineConfig",
+    "SineLayer",
+    "TrainingLoop",
+    "WaveResNet",
+    "WaveResNetRegressor",
+    "siren_init_",
+]

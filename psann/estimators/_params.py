@@ -1,0 +1,152 @@
+"""Parameter rules declared as data, checked in one place, with one error template."""
+
+from __future__ import annotations
+
+import difflib
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import torch
+
+__all__ = ["Int", "Real", "Options", "Bool", "NoneOr", "DeviceSpec", "Anything", "check_params", "split_aliases"]
+
+
+@dataclass(frozen=True)
+class Int:
+    low: int | None = None
+    high: int | None = None
+
+    def check(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return False
+        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+
+    def describe(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"an int in [{self.low}, {self.high}]"
+        if self.low is not None:
+            return f"an int >= {self.low}"
+        return "an int"
+
+
+@dataclass(frozen=True)
+class Real:
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+
+    def check(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or value <= self.high
+
+    def describe(self) -> str:
+        op = ">" if self.low_open else ">="
+        parts = []
+        if self.low is not None:
+            parts.append(f"{op} {self.low}")
+        if self.high is not None:
+            parts.append(f"<= {self.high}")
+        return "a finite number" + (" " + " and ".join(parts) if parts else "")
+
+
+@dataclass(frozen=True)
+class Options:
+    values: tuple[Any, ...]
+
+    def check(self, value: Any) -> bool:
+        return isinstance(value, str) and value in self.values
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(repr(v) for v in self.values)
+
+
+@dataclass(frozen=True)
+class Bool:
+    def check(self, value: Any) -> bool:
+        return isinstance(value, bool)
+
+    def describe(self) -> str:
+        return "a bool"
+
+
+@dataclass(frozen=True)
+class Anything:
+    text: str = "any value"
+
+    def check(self, value: Any) -> bool:
+        return True
+
+    def describe(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class NoneOr:
+    inner: Any
+
+    def check(self, value: Any) -> bool:
+        return value is None or self.inner.check(value)
+
+    def describe(self) -> str:
+        return f"None or {self.inner.describe()}"
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    def check(self, value: Any) -> bool:
+        if isinstance(value, torch.device):
+            return True
+        if not isinstance(value, str):
+            return False
+        if value == "auto":
+            return True
+        try:
+            torch.device(value)
+        except (RuntimeError, ValueError):
+            return False
+        return True
+
+    def describe(self) -> str:
+        return "'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device"
+
+
+def check_params(owner: str, constraints: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+    """Raise ValueError/TypeError in the house template for the first parameter breaking its rule."""
+    for name, rule in constraints.items():
+        value = params[name]
+        if not rule.check(value):
+            raise ValueError(
+                f"The {name!r} parameter of {owner} must be {rule.describe()}. Got {value!r} instead."
+            )
+
+
+def split_aliases(
+    owner: str,
+    aliases: Mapping[str, str],
+    extra: Mapping[str, Any],
+    known: Iterable[str],
+) -> dict[str, Any]:
+    """Map deprecated alias keywords to canonical names; unknown keywords raise with did-you-mean.
+
+    Returns {canonical_name: value} for the aliases that were given.
+    """
+    known = list(known)
+    resolved: dict[str, Any] = {}
+    for key, value in extra.items():
+        canonical = aliases.get(key)
+        if canonical is None or canonical not in known:
+            hint = difflib.get_close_matches(key, known + [a for a, c in aliases.items() if c in known], n=1)
+            suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
+            raise TypeError(f"{owner} got an unexpected keyword argument {key!r}.{suggestion}")
+        warnings.warn(
+            f"{owner}: {key!r} is deprecated, use {canonical!r} instead",
+            DeprecationWarning,
+            stacklevel=4,
+        )
+        resolved[canonical] = value
+    return resolved

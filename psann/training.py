@@ -1,0 +1,493 @@
+"""The one training loop every estimator uses, its callbacks, LR schedule and history.
+
+The loop owns the optimiser, the learning-rate schedule, mixed precision, early stopping and the
+best-epoch snapshot. What happens inside an epoch is a *phase* (``SupervisedPhase`` here, the HISSO
+phase in ``psann.hisso.trainer``): it runs its updates through ``loop.optimizer_step`` and returns a
+flat dict of floats. Every epoch produces one record (a flat dict) that callbacks read: logging,
+the run folder writer and the Tune reporter are all just callbacks.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any, Iterator, Protocol, Sequence
+
+import torch
+from torch import nn
+
+__all__ = [
+    "Callback",
+    "History",
+    "LoopConfig",
+    "Phase",
+    "SupervisedPhase",
+    "TrainingLoop",
+    "lr_at_step",
+]
+
+logger = logging.getLogger(__name__)
+
+LR_SCHEDULES = ("constant", "cosine", "linear")
+AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class Callback:
+    """Base class for loop callbacks; every hook does nothing by default.
+
+    Hooks receive the loop first, so a callback can read ``loop.model``, ``loop.history`` or call
+    ``loop.request_stop(reason)``.
+    """
+
+    def on_train_begin(self, loop: "TrainingLoop", info: dict[str, Any]) -> None:
+        """Called once before the first epoch; info describes the phase (shuffle policy, sizes)."""
+
+    def on_epoch_begin(self, loop: "TrainingLoop", epoch: int) -> None:
+        """Called before each epoch (1-based)."""
+
+    def on_epoch_end(self, loop: "TrainingLoop", record: dict[str, Any]) -> None:
+        """Called after each epoch with its record (already appended to loop.history)."""
+
+    def on_train_end(self, loop: "TrainingLoop") -> None:
+        """Called once after the last epoch (also after early stopping)."""
+
+
+class History(list):
+    """Per-epoch records (flat dicts of JSON-serialisable scalars), oldest first."""
+
+    def column(self, key: str) -> list[Any]:
+        return [record.get(key) for record in self]
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Options of one training loop run."""
+
+    epochs: int  # number of epochs to run (>= 1)
+    lr: float = 1e-3  # peak learning rate of Adam
+    weight_decay: float = 0.0  # Adam weight decay
+    lr_schedule: str = "constant"  # "constant", "cosine" or "linear" decay after warm-up
+    warmup_epochs: float = 0.0  # linear warm-up length in epochs (interpolated per step)
+    min_lr_ratio: float = 0.0  # floor of the decaying schedules, as a fraction of lr
+    early_stopping: bool = False  # stop when the monitored loss stops improving
+    patience: int = 10  # epochs without improvement before stopping
+    min_delta: float = 0.0  # improvement smaller than this does not count
+    restore_best: bool = True  # load the best epoch's weights at the end
+    grad_clip: float | None = None  # max total grad norm (None = no clipping)
+    mixed_precision: bool = False  # autocast on CUDA (ignored, and logged, on CPU)
+    amp_dtype: str = "float16"  # "float16" (with GradScaler) or "bfloat16"
+    phase: str = "supervised"  # name recorded in every epoch record
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"epochs must be an int >= 1. Got {self.epochs!r} instead.")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0. Got {self.lr!r} instead.")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {list(LR_SCHEDULES)}. Got {self.lr_schedule!r} instead.")
+        if self.amp_dtype not in AMP_DTYPES:
+            raise ValueError(f"amp_dtype must be one of {list(AMP_DTYPES)}. Got {self.amp_dtype!r} instead.")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0. Got {self.warmup_epochs!r} instead.")
+        if self.patience < 1:
+            raise ValueError(f"patience must be >= 1. Got {self.patience!r} instead.")
+
+
+def lr_at_step(config: LoopConfig, step: int, steps_per_epoch: int) -> float:
+    """Learning rate for optimiser step ``step`` (0-based), interpolated per step."""
+    total = max(1, config.epochs * steps_per_epoch)
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    if warmup and step < warmup:
+        return config.lr * (step + 1) / warmup
+    if config.lr_schedule == "constant":
+        return config.lr
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    floor = config.lr * config.min_lr_ratio
+    if config.lr_schedule == "cosine":
+        return floor + (config.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return floor + (config.lr - floor) * (1.0 - progress)
+
+
+class Phase(Protocol):
+    """What one epoch of training does; the loop calls it once per epoch."""
+
+    name: str
+    steps_per_epoch: int
+
+    def describe(self) -> dict[str, Any]:
+        """Facts logged once at the start (sizes, shuffle policy, stateful constraints)."""
+
+    def train_epoch(self, loop: "TrainingLoop", epoch: int) -> dict[str, float]:
+        """Run one epoch of updates through ``loop.optimizer_step``; return a dict with train_loss."""
+
+    def validate(self, loop: "TrainingLoop") -> dict[str, float]:
+        """Return validation metrics (val_loss at least) or an empty dict when there is none."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """RNG state and anything else needed to resume the phase."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what state_dict returned."""
+
+
+class _SectionTimers:
+    """Accumulates seconds per named section; on CUDA with events, read once per epoch."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self._seconds: dict[str, float] = {}
+        self._events: dict[str, list[tuple[Any, Any]]] = {}
+
+    @contextmanager
+    def section(self, name: str) -> Iterator[None]:
+        if self.cuda:
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            yield
+            end.record()
+            self._events.setdefault(name, []).append((start, end))
+        else:
+            start_time = time.perf_counter()
+            yield
+            self._seconds[name] = self._seconds.get(name, 0.0) + time.perf_counter() - start_time
+
+    def collect(self) -> dict[str, float]:
+        """Return and reset the totals (synchronises CUDA once)."""
+        if self.cuda and self._events:
+            torch.cuda.synchronize()
+            for name, pairs in self._events.items():
+                self._seconds[name] = self._seconds.get(name, 0.0) + sum(s.elapsed_time(e) for s, e in pairs) / 1e3
+        totals = {f"{name}_seconds": value for name, value in self._seconds.items()}
+        self._seconds, self._events = {}, {}
+        return totals
+
+
+class TrainingLoop:
+    """Runs a phase for ``config.epochs`` epochs with one optimiser, schedule and stopping rule.
+
+    Example::
+
+        loop = TrainingLoop(model, LoopConfig(epochs=20, lr=1e-3), device=torch.device("cpu"))
+        history = loop.run(SupervisedPhase(X, y, batch_size=128))
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: LoopConfig,
+        *,
+        device: torch.device,
+        callbacks: Sequence[Callback] = (),
+        log: logging.Logger | None = None,
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.device = device
+        self.callbacks = list(callbacks)
+        self.log = log or logger
+        self.history = History()
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.amp_active = bool(config.mixed_precision and device.type == "cuda")
+        self.amp_dtype = AMP_DTYPES[config.amp_dtype] if self.amp_active else None
+        if config.mixed_precision and not self.amp_active:
+            self.log.info("mixed_precision requested on %s: not active (autocast runs on CUDA only)", device)
+        use_scaler = self.amp_active and self.amp_dtype == torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler) if use_scaler else None
+        self.skipped_steps = 0
+        self.step = 0
+        self.steps_per_epoch = 1
+        self.epoch = 0
+        self.best_epoch: int | None = None
+        self.best_loss = math.inf
+        self.best_record: dict[str, Any] | None = None
+        self._best_model: nn.Module | None = None
+        self._bad_epochs = 0
+        self.stop_reason: str | None = None
+        self.timers = _SectionTimers(device)
+
+    # -- used by phases ------------------------------------------------------------------------
+    def autocast(self):
+        """Autocast context for forward passes (a no-op unless AMP is active)."""
+        if not self.amp_active:
+            return nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+
+    def optimizer_step(self, loss: torch.Tensor) -> None:
+        """Backward, clip, step and advance the schedule for one update.
+
+        Under AMP a step whose gradients are inf/NaN is skipped and counted in ``skipped_steps``.
+        Without AMP no check is made per step (that would synchronise the host every update); the
+        phase checks its epoch loss once per epoch instead and raises on a non-finite value.
+        """
+        lr = lr_at_step(self.config, self.step, self.steps_per_epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.timers.section("backward"):
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+            else:
+                loss.backward()
+        with self.timers.section("optimizer"):
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
+                if self.config.grad_clip:
+                    nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+                scale_before = self.scaler.get_scale()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                if self.scaler.get_scale() < scale_before:
+                    self.skipped_steps += 1
+            elif self.amp_active:
+                norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip or math.inf)
+                if torch.isfinite(norm):
+                    self.optimizer.step()
+                else:
+                    self.skipped_steps += 1
+            else:
+                if self.config.grad_clip:
+                    nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+                self.optimizer.step()
+        self.step += 1
+
+    def add_parameters(self, params: Sequence[nn.Parameter]) -> None:
+        """Register parameters created during training (e.g. progressive depth) with the optimiser."""
+        params = list(params)
+        if params:
+            self.optimizer.add_param_group(
+                {"params": params, "lr": self.optimizer.param_groups[0]["lr"], "weight_decay": self.config.weight_decay}
+            )
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the loop to stop after the current epoch (callbacks use this)."""
+        self.stop_reason = reason
+
+    @property
+    def current_lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self, phase: Phase) -> History:
+        """Train for the configured epochs (or until stopped); returns the history."""
+        self.steps_per_epoch = max(1, int(phase.steps_per_epoch))
+        info = {"phase": phase.name, **phase.describe()}
+        for callback in self.callbacks:
+            callback.on_train_begin(self, info)
+        start_epoch = self.epoch + 1
+        for epoch in range(start_epoch, self.config.epochs + 1):
+            if self.stop_reason:
+                break
+            self.epoch = epoch
+            for callback in self.callbacks:
+                callback.on_epoch_begin(self, epoch)
+            started = time.perf_counter()
+            self.model.train()
+            train_metrics = phase.train_epoch(self, epoch)
+            self.model.eval()
+            with torch.no_grad():
+                val_metrics = phase.validate(self)
+            record: dict[str, Any] = {"epoch": epoch, "phase": self.config.phase, "lr": self.current_lr}
+            record.update(train_metrics)
+            record.update(val_metrics)
+            record.update(self.timers.collect())
+            record["epoch_seconds"] = time.perf_counter() - started
+            record["skipped_steps"] = self.skipped_steps
+            self._track_best(record)
+            self.history.append(record)
+            for callback in self.callbacks:
+                callback.on_epoch_end(self, record)
+            if self.config.early_stopping and self._bad_epochs >= self.config.patience:
+                self.stop_reason = self.stop_reason or (
+                    f"early stopping: no improvement of {self.monitor_key(record)} for {self.config.patience} epochs"
+                )
+        if self.stop_reason:
+            self.log.info("stopped after epoch %d: %s", self.epoch, self.stop_reason)
+        if self.config.restore_best and self._best_model is not None and self.best_epoch != self.epoch:
+            if _same_structure(self.model, self._best_model):
+                self.model.load_state_dict(self._best_model.state_dict())
+            else:
+                # The architecture changed since the best epoch (progressive depth): the best
+                # epoch's module replaces the current one; callers read loop.model afterwards.
+                self.model = self._best_model
+        for callback in self.callbacks:
+            callback.on_train_end(self)
+        return self.history
+
+    @staticmethod
+    def monitor_key(record: dict[str, Any]) -> str:
+        return "val_loss" if record.get("val_loss") is not None else "train_loss"
+
+    def _track_best(self, record: dict[str, Any]) -> None:
+        key = self.monitor_key(record)
+        value = record.get(key)
+        record["monitor"] = key
+        if value is not None and math.isfinite(value) and value < self.best_loss - self.config.min_delta:
+            self.best_loss = float(value)
+            self.best_epoch = record["epoch"]
+            self.best_record = dict(record)
+            self._bad_epochs = 0
+            if self.config.restore_best:
+                self._best_model = copy.deepcopy(self.model)
+            record["is_best"] = True
+        else:
+            self._bad_epochs += 1
+            record["is_best"] = False
+
+    # -- resume --------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this loop after the last completed epoch."""
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "history": list(self.history),
+            "best_epoch": self.best_epoch,
+            "best_loss": self.best_loss,
+            "best_record": self.best_record,
+            "best_model": self._best_model.state_dict() if self._best_model is not None else None,
+            "bad_epochs": self._bad_epochs,
+            "skipped_steps": self.skipped_steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state_dict (the model's own weights are restored by the caller)."""
+        self.epoch = int(state["epoch"])
+        self.step = int(state["step"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.history = History(state["history"])
+        self.best_epoch = state["best_epoch"]
+        self.best_loss = float(state["best_loss"])
+        self.best_record = state["best_record"]
+        self._bad_epochs = int(state["bad_epochs"])
+        self.skipped_steps = int(state["skipped_steps"])
+        if state.get("best_model") is not None:
+            best = copy.deepcopy(self.model)
+            try:
+                best.load_state_dict(state["best_model"])
+            except RuntimeError:
+                best = None  # architecture changed since (progressive depth); current model stands in
+            self._best_model = best
+
+
+def _same_structure(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape for k in sa)
+
+
+def check_finite_loss(value: float, *, phase: str, epoch: int) -> None:
+    """Raise when an epoch's loss is NaN/inf, so divergence never propagates silently."""
+    if not math.isfinite(value):
+        raise FloatingPointError(
+            f"{phase} epoch {epoch}: loss is {value} (training diverged); lower lr or enable grad_clip"
+        )
+
+
+class SupervisedPhase:
+    """Minibatch regression on device tensors with MSE.
+
+    Stateless models are shuffled each epoch with a seeded generator; stateful models (those with
+    ``stateful = True`` and a ``reset_state()`` method) are never shuffled, and their state is reset
+    every batch, every epoch or never (``state_reset``).
+    """
+
+    name = "supervised"
+
+    def __init__(
+        self,
+        X: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        batch_size: int,
+        generator: torch.Generator,
+        X_val: torch.Tensor | None = None,
+        y_val: torch.Tensor | None = None,
+        forward=None,
+        state_reset: str = "batch",
+        phase_name: str = "supervised",
+        stateful: bool = False,
+    ) -> None:
+        if X.shape[0] != y.shape[0]:
+            raise ValueError(f"X and y lengths differ: X {tuple(X.shape)}, y {tuple(y.shape)}")
+        self.X, self.y = X, y
+        self.X_val, self.y_val = X_val, y_val
+        self.batch_size = max(1, min(int(batch_size), X.shape[0]))
+        self.generator = generator
+        self.forward = forward
+        self.name = phase_name
+        self.stateful = stateful
+        if state_reset not in ("batch", "epoch", "none"):
+            raise ValueError(f"state_reset must be 'batch', 'epoch' or 'none'. Got {state_reset!r} instead.")
+        self.state_reset = state_reset
+        self.shuffle = not stateful
+        self.steps_per_epoch = math.ceil(X.shape[0] / self.batch_size)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "train_samples": int(self.X.shape[0]),
+            "val_samples": int(self.X_val.shape[0]) if self.X_val is not None else 0,
+            "batch_size": self.batch_size,
+            "steps_per_epoch": self.steps_per_epoch,
+            "shuffle": self.shuffle,
+            "stateful": self.stateful,
+            "state_reset": self.state_reset if self.stateful else None,
+        }
+
+    def _predict(self, loop: TrainingLoop, xb: torch.Tensor) -> torch.Tensor:
+        model = loop.model
+        return self.forward(model, xb) if self.forward is not None else model(xb)
+
+    def train_epoch(self, loop: TrainingLoop, epoch: int) -> dict[str, float]:
+        n = self.X.shape[0]
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator).to(self.X.device, non_blocking=True)
+        else:
+            order = None
+        if self.stateful and self.state_reset == "epoch":
+            loop.model.reset_state()
+        total = torch.zeros((), device=self.X.device)
+        started = time.perf_counter()
+        for start in range(0, n, self.batch_size):
+            with loop.timers.section("data"):
+                if order is None:
+                    xb, yb = self.X[start : start + self.batch_size], self.y[start : start + self.batch_size]
+                else:
+                    idx = order[start : start + self.batch_size]
+                    xb, yb = self.X.index_select(0, idx), self.y.index_select(0, idx)
+            if self.stateful and self.state_reset == "batch":
+                loop.model.reset_state()
+            with loop.timers.section("forward"):
+                with loop.autocast():
+                    pred = self._predict(loop, xb)
+                    loss = torch.mean((pred.float() - yb) ** 2)
+            loop.optimizer_step(loss)
+            total += loss.detach() * xb.shape[0]
+        train_loss = float(total) / n
+        check_finite_loss(train_loss, phase=self.name, epoch=epoch)
+        seconds = time.perf_counter() - started
+        return {"train_loss": train_loss, "samples_per_second": n / seconds if seconds > 0 else None}
+
+    def validate(self, loop: TrainingLoop) -> dict[str, float]:
+        if self.X_val is None or self.y_val is None:
+            return {}
+        if self.stateful and self.state_reset != "none":
+            loop.model.reset_state()
+        preds = []
+        for start in range(0, self.X_val.shape[0], self.batch_size * 8):
+            with loop.autocast():
+                preds.append(self._predict(loop, self.X_val[start : start + self.batch_size * 8]).float())
+        mse = float(torch.mean((torch.cat(preds) - self.y_val) ** 2))
+        return {"val_loss": mse, "val_mse": mse}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
