@@ -6,6 +6,7 @@ validation and work happen in ``fit``; learned state ends in an underscore.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import math
@@ -426,9 +427,13 @@ class _LogEpochs(Callback):
 
 
 def training_state(loop: TrainingLoop) -> dict[str, Any]:
-    """A resumable snapshot of a running loop: model weights, loop, phase and schedule states."""
+    """A resumable snapshot of a running loop: model weights, loop, phase and schedule states.
+
+    The snapshot is a deep copy: state_dict() tensors (weights, Adam moments) share storage with
+    the live model and optimiser, which keep training in place after the snapshot is taken.
+    """
     net = getattr(loop.model, "net", loop.model)
-    return {
+    return copy.deepcopy({
         "format": 1,
         "phase": loop.config.phase,
         "model": loop.model.state_dict(),
@@ -436,7 +441,7 @@ def training_state(loop: TrainingLoop) -> dict[str, Any]:
         "loop": loop.state_dict(),
         "phase_state": loop.phase_ref.state_dict(),
         "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in loop.callbacks],
-    }
+    })
 
 
 def restore_training_state(loop: TrainingLoop, phase: Any, state: Mapping[str, Any]) -> None:

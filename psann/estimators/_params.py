@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
@@ -125,6 +127,23 @@ def check_params(owner: str, constraints: Mapping[str, Any], params: Mapping[str
             )
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _caller_stacklevel() -> int:
+    """The warnings stacklevel of the first frame outside psann.estimators (the user's call).
+
+    A fixed number is wrong for some paths: __init__ and set_params sit at different depths, and
+    subclasses (ResPSANNRegressor) add a super().__init__ frame.
+    """
+    frame = sys._getframe(1)  # the function that calls warnings.warn: stacklevel 1
+    level = 1
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == _PACKAGE_DIR:
+        frame = frame.f_back
+        level += 1
+    return level
+
+
 def split_aliases(
     owner: str,
     aliases: Mapping[str, str],
@@ -146,7 +165,7 @@ def split_aliases(
         warnings.warn(
             f"{owner}: {key!r} is deprecated, use {canonical!r} instead",
             DeprecationWarning,
-            stacklevel=4,
+            stacklevel=_caller_stacklevel(),
         )
         resolved[canonical] = value
     return resolved

@@ -308,9 +308,7 @@ def fit_hisso(
         mixed_precision=opts.mixed_precision,
         amp_dtype=opts.amp_dtype,
     )
-    loop = est._run_loop(phase, config, callbacks, device, resume_state if resuming_main else None, schedules=schedules)
-    est.history_ = loop.history
-    est.best_epoch_ = loop.best_epoch
+    # Recorded before the loop runs, so checkpoints saved during training carry the HISSO facts.
     est.hisso_ = {
         "window": opts.window,
         "batch_episodes": opts.batch_episodes,
@@ -322,8 +320,12 @@ def fit_hisso(
         "output_dim": output_dim,
         "input_noise": opts.input_noise,
         "warm_start": warm_started,
-        "episodes": phase.episodes_total,
+        "episodes": 0,
     }
+    loop = est._run_loop(phase, config, callbacks, device, resume_state if resuming_main else None, schedules=schedules)
+    est.hisso_["episodes"] = phase.episodes_total
+    est.history_ = loop.history
+    est.best_epoch_ = loop.best_epoch
 
 
 def _hisso_facts(est: Any) -> dict[str, Any]:

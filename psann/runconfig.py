@@ -1,0 +1,320 @@
+"""Run-config schema: loading, defaults, validation with key paths, and dotted-path overrides.
+
+A run config has five sections (DESIGN.md section 4)::
+
+    estimator:  {target: psann.WaveResNetRegressor, params: {...}}
+    hisso:      {enabled, window, batch_episodes, ..., supervised: {y_key, epochs, batch_size}}
+    data:       {npz: path relative to the config file}  or  {loader: dotted.path, kwargs: {...}}
+    training:   {verbose, keep_checkpoints}
+    evaluation: {portfolio_prices_key: prices_test, trans_cost}
+
+Every error is a ``ConfigError`` whose message starts with the key path, e.g.
+``hisso.window: expected int >= 2, got 'abc'``.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import importlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from psann.data import DATASET_KEYS
+from psann.estimators import ESTIMATORS, BasePSANNEstimator
+from psann.hisso.options import HISSOOptions
+
+__all__ = [
+    "ConfigError",
+    "RunConfig",
+    "SECTIONS",
+    "apply_overrides",
+    "load_config_file",
+    "parse_run_config",
+    "resolve_estimator_class",
+]
+
+SECTIONS = ("estimator", "hisso", "data", "training", "evaluation")
+_SECTION_KEYS = {
+    "estimator": ("target", "params"),
+    "data": ("npz", "loader", "kwargs"),
+    "training": ("verbose", "keep_checkpoints"),
+    "evaluation": ("portfolio_prices_key", "trans_cost", "split"),
+}
+
+
+class ConfigError(ValueError):
+    """A run config problem; the message starts with the offending key path."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+def _unknown(key: str, allowed: tuple[str, ...] | list[str], prefix: str) -> ConfigError:
+    hint = difflib.get_close_matches(str(key), list(allowed), n=1)
+    suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+    path = f"{prefix}.{key}" if prefix else str(key)
+    return ConfigError(path, f"unknown key{suggestion}; allowed: {', '.join(allowed)}")
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML or JSON run config (yaml.safe_load reads both) into a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise ConfigError(str(path), f"not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), f"expected a mapping of sections ({', '.join(SECTIONS)}), got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a copy of a raw config with dotted-path overrides set (``estimator.params.lr: 0.01``)."""
+    result = copy.deepcopy(dict(raw))
+    for dotted, value in overrides.items():
+        parts = str(dotted).split(".")
+        if parts[0] not in SECTIONS:
+            raise _unknown(parts[0], SECTIONS, "")
+        node = result
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(".".join(parts[: i + 1]), f"cannot set {dotted!r}: this key is not a mapping")
+            node = child
+        node[parts[-1]] = copy.deepcopy(value)
+    return result
+
+
+def resolve_estimator_class(target: Any) -> type[BasePSANNEstimator]:
+    """Map ``estimator.target`` (``psann.WaveResNetRegressor``, a class name, or a dotted path)."""
+    allowed = ", ".join(f"psann.{name}" for name in sorted(ESTIMATORS))
+    if not isinstance(target, str) or not target:
+        raise ConfigError("estimator.target", f"expected one of {allowed} or a dotted path, got {target!r}")
+    name = target.rsplit(".", 1)[-1]
+    if name in ESTIMATORS and target in (name, f"psann.{name}", f"psann.estimators.{name}"):
+        return ESTIMATORS[name]
+    module_name, _, attr = target.rpartition(".")
+    cls = None
+    if module_name:
+        try:
+            cls = getattr(importlib.import_module(module_name), attr, None)
+        except ImportError:
+            cls = None
+    if not (isinstance(cls, type) and issubclass(cls, BasePSANNEstimator)):
+        hint = difflib.get_close_matches(name, sorted(ESTIMATORS), n=1)
+        suggestion = f" (did you mean 'psann.{hint[0]}'?)" if hint else ""
+        raise ConfigError(
+            "estimator.target",
+            f"expected one of {allowed} or an importable dotted path to a psann estimator, got {target!r}{suggestion}",
+        )
+    return cls
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A validated run config; ``resolved`` is the dict written to config_resolved.yaml."""
+
+    estimator_cls: type[BasePSANNEstimator]
+    estimator_params: dict[str, Any]
+    hisso: HISSOOptions | None  # None when hisso.enabled is false or the section is absent
+    data: dict[str, Any]  # {"npz": Path} or {"loader": str, "kwargs": dict}
+    verbose: int
+    keep_checkpoints: bool
+    portfolio_prices_key: str | None
+    trans_cost: float
+    eval_split: str
+    resolved: dict[str, Any] = field(repr=False)
+    source: str | None = None  # the config file, when there is one
+
+
+def _mapping(raw: Any, key: str) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(key, f"expected a mapping, got {type(raw).__name__} {raw!r}")
+    return dict(raw)
+
+
+def _check_keys(section: dict[str, Any], name: str) -> None:
+    allowed = _SECTION_KEYS[name]
+    for key in section:
+        if key not in allowed:
+            raise _unknown(key, allowed, name)
+
+
+def _parse_estimator(raw: Any) -> tuple[type[BasePSANNEstimator], dict[str, Any]]:
+    if raw is None:
+        raise ConfigError("estimator", "missing required section (estimator: {target: ..., params: {...}})")
+    section = _mapping(raw, "estimator")
+    _check_keys(section, "estimator")
+    if "target" not in section:
+        raise ConfigError("estimator.target", "missing required key")
+    cls = resolve_estimator_class(section["target"])
+    params = _mapping(section.get("params"), "estimator.params")
+    known = cls._get_param_names()
+    for key in params:
+        if key not in known and key not in ("hidden_width", "hidden_channels"):
+            raise _unknown(key, known, "estimator.params")
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            estimator = cls(**params)
+        estimator._validate_params()
+    except (TypeError, ValueError) as exc:
+        bad = next((k for k in params if f"'{k}'" in str(exc)), None)
+        raise ConfigError(f"estimator.params.{bad}" if bad else "estimator.params", str(exc)) from exc
+    return cls, estimator.get_params()
+
+
+def _parse_data(raw: Any, base_dir: Path) -> dict[str, Any]:
+    if raw is None:
+        raise ConfigError("data", "missing required section ({npz: file.npz} or {loader: dotted.path, kwargs: {...}})")
+    section = _mapping(raw, "data")
+    _check_keys(section, "data")
+    has_npz, has_loader = "npz" in section, "loader" in section
+    if has_npz == has_loader:
+        raise ConfigError("data", "expected exactly one of 'npz' or 'loader'")
+    if has_npz:
+        if "kwargs" in section:
+            raise ConfigError("data.kwargs", "only allowed with data.loader")
+        npz = section["npz"]
+        if not isinstance(npz, str) or not npz:
+            raise ConfigError("data.npz", f"expected a file path, got {npz!r}")
+        path = Path(npz) if os.path.isabs(npz) else (base_dir / npz)
+        if not path.is_file():
+            raise ConfigError("data.npz", f"file not found: {path}")
+        return {"npz": path.resolve()}
+    loader = section["loader"]
+    if not isinstance(loader, str) or "." not in loader:
+        raise ConfigError("data.loader", f"expected a dotted path to a function, got {loader!r}")
+    kwargs = _mapping(section.get("kwargs"), "data.kwargs")
+    module_name, _, attr = loader.replace(":", ".").rpartition(".")
+    try:
+        func = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError("data.loader", f"cannot import {loader!r}: {exc}") from exc
+    if not callable(func):
+        raise ConfigError("data.loader", f"{loader!r} is not callable")
+    return {"loader": loader, "kwargs": kwargs}
+
+
+def _parse_hisso(raw: Any) -> tuple[HISSOOptions | None, dict[str, Any] | None]:
+    if raw is None:
+        return None, None
+    section = _mapping(raw, "hisso")
+    enabled = section.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError("hisso.enabled", f"expected true or false, got {enabled!r}")
+    try:
+        options = HISSOOptions.from_mapping(section)
+    except TypeError as exc:
+        raise ConfigError("hisso", str(exc)) from exc
+    except ValueError as exc:
+        message = str(exc)
+        key, sep, rest = message.partition(": ")
+        if sep and key.startswith("hisso"):
+            raise ConfigError(key, rest) from exc
+        raise ConfigError("hisso", message) from exc
+    if options.supervised is not None and options.supervised.y is not None:
+        raise ConfigError("hisso.supervised.y", "run configs name targets with hisso.supervised.y_key")
+    if options.supervised is not None and options.supervised.y_key not in DATASET_KEYS:
+        raise ConfigError(
+            "hisso.supervised.y_key",
+            f"expected a dataset key such as y_train, got {options.supervised.y_key!r}",
+        )
+    if callable(options.reward) and not isinstance(options.reward, str):
+        raise ConfigError("hisso.reward", "expected a registry name or import path string")
+    resolved = {"enabled": enabled}
+    for name in HISSOOptions.__dataclass_fields__:
+        value = getattr(options, name)
+        if name == "supervised":
+            value = None if value is None else {
+                "y_key": value.y_key, "epochs": value.epochs, "batch_size": value.batch_size, "lr": value.lr
+            }
+        resolved[name] = value
+    if options.reward is None:
+        resolved["reward"] = "portfolio"
+        options = options.with_updates(reward="portfolio")
+    return (options if enabled else None), resolved
+
+
+def parse_run_config(raw: Mapping[str, Any], *, base_dir: str | os.PathLike = ".", source: str | None = None) -> RunConfig:
+    """Validate a raw config dict and fill in defaults; raises ConfigError naming the key path."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError("config", f"expected a mapping of sections, got {type(raw).__name__}")
+    for key in raw:
+        if key not in SECTIONS:
+            raise _unknown(key, SECTIONS, "")
+    cls, params = _parse_estimator(raw.get("estimator"))
+    hisso, hisso_resolved = _parse_hisso(raw.get("hisso"))
+    data = _parse_data(raw.get("data"), Path(base_dir))
+
+    training = _mapping(raw.get("training"), "training")
+    _check_keys(training, "training")
+    verbose = training.get("verbose", 1)
+    if isinstance(verbose, bool):
+        verbose = int(verbose)
+    if not isinstance(verbose, int) or verbose < 0:
+        raise ConfigError("training.verbose", f"expected an int >= 0 or a bool, got {verbose!r}")
+    keep = training.get("keep_checkpoints", False)
+    if not isinstance(keep, bool):
+        raise ConfigError("training.keep_checkpoints", f"expected true or false, got {keep!r}")
+
+    evaluation = _mapping(raw.get("evaluation"), "evaluation")
+    _check_keys(evaluation, "evaluation")
+    prices_key = evaluation.get("portfolio_prices_key", "prices_test")
+    if prices_key is not None and (not isinstance(prices_key, str) or prices_key not in DATASET_KEYS):
+        raise ConfigError(
+            "evaluation.portfolio_prices_key",
+            f"expected a dataset key such as prices_test, got {prices_key!r}",
+        )
+    default_cost = hisso.transition_penalty if hisso is not None else 0.0
+    trans_cost = evaluation.get("trans_cost", default_cost)
+    if isinstance(trans_cost, bool) or not isinstance(trans_cost, (int, float)) or trans_cost < 0:
+        raise ConfigError("evaluation.trans_cost", f"expected a number >= 0, got {trans_cost!r}")
+    split = evaluation.get("split", prices_key.rsplit("_", 1)[-1] if prices_key else "test")
+    if split not in ("train", "val", "test"):
+        raise ConfigError("evaluation.split", f"expected one of train, val, test, got {split!r}")
+
+    resolved = {
+        "estimator": {"target": _target_name(cls), "params": dict(params)},
+        "hisso": hisso_resolved if hisso_resolved is not None else {"enabled": False},
+        "data": {"npz": str(data["npz"])} if "npz" in data else {"loader": data["loader"], "kwargs": data["kwargs"]},
+        "training": {"verbose": verbose, "keep_checkpoints": keep},
+        "evaluation": {"portfolio_prices_key": prices_key, "trans_cost": float(trans_cost), "split": split},
+    }
+    resolved["estimator"]["params"]["device"] = str(params["device"])
+    return RunConfig(
+        estimator_cls=cls,
+        estimator_params=params,
+        hisso=hisso,
+        data=data,
+        verbose=verbose,
+        keep_checkpoints=keep,
+        portfolio_prices_key=prices_key,
+        trans_cost=float(trans_cost),
+        eval_split=split,
+        resolved=resolved,
+        source=source,
+    )
+
+
+def _target_name(cls: type) -> str:
+    """The shortest import path of an estimator class (``psann.X`` for the built-in ones)."""
+    if ESTIMATORS.get(cls.__name__) is cls:
+        return f"psann.{cls.__name__}"
+    return f"{cls.__module__}.{cls.__name__}"

@@ -1,0 +1,374 @@
+"""One run: config -> data -> estimator -> fit -> evaluate -> files in the run folder.
+
+The CLI (``python -m psann.scripts.hisso_log_run``) and the Ray Tune trainable both call
+``execute_run``; neither shells out to the other. The folder contract is docs/run_outputs.md.
+
+State stays local to the call: the run's own log handlers (removed at the end), seeded generator
+objects inside the estimator, no patched globals; so several runs in one process (Ray reuses its
+worker processes) give the same results as the same runs in separate processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from psann.data import load_loader, load_npz
+from psann.hisso.trainer import hisso_evaluate_reward, hisso_infer_series
+from psann.metrics import baseline_metrics, portfolio_metrics
+from psann.runconfig import ConfigError, RunConfig, load_config_file, parse_run_config, apply_overrides
+from psann.runlog import EventLog, RunLogging, write_json_atomic, write_yaml_atomic
+from psann.training import Callback, TrainingLoop
+
+__all__ = [
+    "RunResult",
+    "execute_run",
+    "load_dataset",
+    "load_run_config",
+    "prepare_run_dir",
+    "EXIT_OK",
+    "EXIT_FAILED",
+    "EXIT_BAD_INPUT",
+    "EXIT_INTERRUPTED",
+]
+
+logger = logging.getLogger("psann.runs")
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run left behind: its status, folder, final metrics and the CLI exit code."""
+
+    status: str
+    run_dir: Path
+    metrics: dict[str, Any]
+    exit_code: int
+
+
+def load_run_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """Read and validate a run config file (YAML or JSON), applying dotted-path overrides."""
+    path = Path(path)
+    raw = load_config_file(path)
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+    return parse_run_config(raw, base_dir=path.parent, source=str(path))
+
+
+def load_dataset(config: RunConfig) -> dict[str, np.ndarray]:
+    """Load and validate the config's dataset and check it against the config (ConfigError)."""
+    try:
+        if "npz" in config.data:
+            data = load_npz(config.data["npz"])
+        else:
+            data = load_loader(config.data["loader"], config.data["kwargs"])
+    except FileNotFoundError as exc:
+        raise ConfigError("data.npz", str(exc)) from exc
+    except (ValueError, TypeError) as exc:
+        key = "data.npz" if "npz" in config.data else "data.loader"
+        raise ConfigError(key, str(exc)) from exc
+    if config.hisso is None and "y_train" not in data:
+        raise ConfigError("data", "a supervised run (hisso.enabled false) needs y_train in the dataset")
+    if config.hisso is not None and config.hisso.supervised is not None:
+        y_key = config.hisso.supervised.y_key
+        if y_key not in data:
+            raise ConfigError("hisso.supervised.y_key", f"{y_key!r} is not in the dataset (keys: {', '.join(sorted(data))})")
+    split = config.eval_split
+    if f"X_{split}" not in data:
+        raise ConfigError("evaluation.split", f"the dataset has no X_{split} (keys: {', '.join(sorted(data))})")
+    prices_key = config.portfolio_prices_key
+    explicit = config.resolved.get("evaluation", {}).get("portfolio_prices_key") != "prices_test"
+    if prices_key and prices_key not in data and explicit:
+        raise ConfigError("evaluation.portfolio_prices_key", f"{prices_key!r} is not in the dataset")
+    if config.hisso is not None:
+        for name in ("train", "val"):
+            if f"X_{name}" in data and data[f"X_{name}"].shape[0] < config.hisso.window:
+                raise ConfigError(
+                    "hisso.window",
+                    f"{config.hisso.window} is longer than X_{name} ({data[f'X_{name}'].shape[0]} rows)",
+                )
+    return data
+
+
+def prepare_run_dir(output_dir: str | Path, run_name: str) -> Path:
+    """Create a fresh run folder; an existing one is never reused: a numeric suffix is added."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    candidate = output_dir / run_name
+    suffix = 1
+    while True:
+        try:
+            candidate.mkdir()
+            break
+        except FileExistsError:
+            candidate = output_dir / f"{run_name}-{suffix}"
+            suffix += 1
+    if candidate.name != run_name:
+        logger.warning("run folder %s exists; writing to %s instead", output_dir / run_name, candidate)
+    return candidate
+
+
+def _context_for(data: Mapping[str, np.ndarray], split: str) -> np.ndarray | None:
+    """The reward context of a split: context_*, else prices_*, else None (inputs as prices)."""
+    return data.get(f"context_{split}", data.get(f"prices_{split}"))
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class _RunRecorder(Callback):
+    """Writes events.csv rows, the metrics.json snapshot and checkpoints from the loop's records."""
+
+    def __init__(self, run: "_Run") -> None:
+        self.run = run
+
+    def on_train_begin(self, loop: TrainingLoop, info: dict[str, Any]) -> None:
+        facts = " ".join(f"{k}={v}" for k, v in info.items())
+        self.run.events.write("shuffle_policy", phase=info.get("phase"), message=facts)
+        logger.info("%s phase: %s", info.get("phase"), facts)
+
+    def on_epoch_end(self, loop: TrainingLoop, record: dict[str, Any]) -> None:
+        run = self.run
+        fields = {k: record.get(k) for k in record}
+        run.events.write("epoch", **fields)
+        if record["phase"] != run.main_phase:
+            return
+        run.last_record = record
+        est = run.estimator
+        checkpoints = run.run_dir / "checkpoints"
+        if record.get("is_best"):
+            est.best_epoch_ = record["epoch"]
+            est.save(checkpoints / "best", overwrite=True)
+            run.best_record = dict(record)
+        if run.keep_checkpoints:
+            est.save(checkpoints / f"epoch_{record['epoch']:04d}", overwrite=True)
+        run.write_metrics("running")
+
+    def on_train_end(self, loop: TrainingLoop) -> None:
+        if loop.config.phase == "warm_start":
+            self.run.estimator.save(self.run.run_dir / "checkpoints" / "warm_start", overwrite=True)
+            self.run.events.write("checkpoint", phase="warm_start", message="warm-start checkpoint saved")
+
+
+class _Run:
+    """The mutable state of one execute_run call (never shared between runs)."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, *, seed: int, device: str | None, keep_checkpoints: bool):
+        self.config = config
+        self.run_dir = run_dir
+        self.keep_checkpoints = keep_checkpoints
+        params = dict(config.estimator_params)
+        if device is not None:
+            params["device"] = device
+        # The one seed rule: the estimator's random_state wins; otherwise the run's --seed.
+        self.seed = int(params["random_state"]) if params.get("random_state") is not None else int(seed)
+        params["random_state"] = self.seed
+        self.estimator = config.estimator_cls(**params)
+        self.main_phase = "hisso" if config.hisso is not None else "supervised"
+        self.started = time.perf_counter()
+        self.events: EventLog | None = None
+        self.last_record: dict[str, Any] | None = None
+        self.best_record: dict[str, Any] | None = None
+        self.metrics: dict[str, Any] = {}
+
+    def base_metrics(self) -> dict[str, Any]:
+        hisso = self.config.hisso
+        est = self.estimator
+        return {
+            "run_name": self.run_dir.name,
+            "config_path": self.config.source,
+            "estimator": type(est).__name__,
+            "loss_kind": "neg_reward" if hisso is not None else "mse",
+            "reward": (getattr(est, "hisso_", None) or {}).get("reward") if hisso is not None else None,
+            "transition_penalty": hisso.transition_penalty if hisso is not None else None,
+            "device": str(getattr(est, "device_", est.device)),
+            "seed": self.seed,
+            "epochs_planned": int(est.epochs),
+        }
+
+    def write_metrics(self, status: str, **extra: Any) -> None:
+        best = self.best_record or {}
+        last = self.last_record or {}
+        history = [r for r in (getattr(self.estimator, "history_", None) or []) if r.get("phase") == self.main_phase]
+        metrics = self.base_metrics()
+        metrics.update(
+            status=status,
+            train_loss=_finite(best.get("train_loss")),
+            val_loss=_finite(best.get("val_loss")),
+            val_mse=_finite(best.get("val_mse")),
+            best_epoch=best.get("epoch"),
+            epochs_run=last.get("epoch"),
+            reward_mean=_finite(best.get("reward_mean")),
+            reward_std=_finite(best.get("reward_std")),
+            episodes=last.get("episodes"),
+            duration_seconds=time.perf_counter() - self.started,
+            throughput_eps_per_sec=self._throughput(history or ([last] if last else [])),
+            amp=getattr(self.estimator, "amp_", None) or {"enabled": False, "dtype": None, "skipped_steps": 0},
+            test_loss=None,
+            test_mse=None,
+            portfolio=None,
+            error=None,
+        )
+        metrics.update(extra)
+        self.metrics = metrics
+        write_json_atomic(self.run_dir / "metrics.json", metrics)
+
+    def _throughput(self, records: Sequence[Mapping[str, Any]]) -> float | None:
+        key = "episodes_per_second" if self.main_phase == "hisso" else "samples_per_second"
+        values = [r[key] for r in records if isinstance(r.get(key), (int, float))]
+        return float(statistics.median(values)) if values else None
+
+
+def _evaluate(run: _Run, data: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Test-split losses and portfolio metrics of the policy's real allocations, with baselines."""
+    config, est = run.config, run.estimator
+    split = config.eval_split
+    X_split = data[f"X_{split}"]
+    y_split = data.get(f"y_{split}")
+    result: dict[str, Any] = {}
+    if config.hisso is not None:
+        window = min(config.hisso.window, X_split.shape[0])
+        if window >= 2:
+            scores = hisso_evaluate_reward(est, X_split, _context_for(data, split) if est.hisso_["context_source"] == "context" else None, window=window)
+            result["test_loss"] = -scores["reward_window_mean"]
+            result["test_reward_full"] = scores["reward_full"]
+        if y_split is not None and y_split.shape[1] == est.hisso_["output_dim"]:
+            pred = est._forward_rows(est._check_X(X_split, est.device_)).cpu().numpy()
+            result["test_mse"] = float(np.mean((pred - y_split) ** 2))
+    elif y_split is not None:
+        pred = np.asarray(est.predict(X_split)).reshape(y_split.shape)
+        result["test_loss"] = result["test_mse"] = float(np.mean((pred - y_split) ** 2))
+
+    prices_key = config.portfolio_prices_key
+    if config.hisso is None or not prices_key or prices_key not in data:
+        if config.hisso is not None:
+            run.events.write("warning", message=f"no {prices_key} in the dataset: portfolio metrics skipped")
+        return result
+    prices = data[prices_key]
+    allocations = hisso_infer_series(est, X_split)
+    if prices.shape[0] != allocations.shape[0]:
+        raise ValueError(
+            f"evaluation.portfolio_prices_key: {prices_key} has {prices.shape[0]} rows but X_{split} has {allocations.shape[0]}"
+        )
+    if prices.shape[1] not in (1, allocations.shape[1]):
+        raise ValueError(
+            f"evaluation.portfolio_prices_key: {prices_key} has shape {prices.shape}; expected (T, {allocations.shape[1]}) "
+            "to match the policy's actions"
+        )
+    cost = config.trans_cost
+    portfolio = {"split": split, "trans_cost": cost, "policy": portfolio_metrics(allocations, prices, cost)}
+    portfolio.update(baseline_metrics(prices, cost))
+    result["portfolio"] = portfolio
+    return result
+
+
+def execute_run(
+    config: RunConfig,
+    run_dir: str | Path,
+    *,
+    dataset: Mapping[str, np.ndarray] | None = None,
+    device: str | None = None,
+    seed: int = 42,
+    keep_checkpoints: bool | None = None,
+    console: bool = False,
+    verbose: bool = False,
+    callbacks: Sequence[Callback] = (),
+    resume_state: Mapping[str, Any] | None = None,
+) -> RunResult:
+    """Run one config into ``run_dir`` (which must exist); never raises for a failed fit.
+
+    A failure writes metrics.json with status "error" and the traceback, and an ``error`` event;
+    Ctrl-C writes status "interrupted". Returns the status and the CLI exit code.
+
+    Example::
+
+        config = load_run_config("configs/hisso/dense_cpu_smoke.yaml")
+        result = execute_run(config, prepare_run_dir("runs", "smoke"))
+    """
+    run_dir = Path(run_dir)
+    if (run_dir / "metrics.json").exists() and resume_state is None:
+        raise FileExistsError(f"{run_dir} already holds a run (metrics.json); pick another folder or resume")
+    keep = config.keep_checkpoints if keep_checkpoints is None else keep_checkpoints
+    run = _Run(config, run_dir, seed=seed, device=device, keep_checkpoints=keep)
+    resolved = dict(config.resolved)
+    resolved["estimator"] = {**resolved["estimator"], "params": {**resolved["estimator"]["params"],
+                             "random_state": run.seed, "device": str(run.estimator.device)}}
+    if not (run_dir / "config_resolved.yaml").exists():
+        write_yaml_atomic(run_dir / "config_resolved.yaml", resolved)
+    run.events = EventLog(run_dir / "events.csv")
+    with RunLogging(run_dir / "run.log", console=console, verbose=verbose):
+        run.events.write(
+            "run_start",
+            message=f"run={run_dir.name} estimator={type(run.estimator).__name__} seed={run.seed} "
+            f"resume={'yes' if resume_state is not None else 'no'} started={datetime.now(timezone.utc).isoformat()}",
+        )
+        logger.info("run %s: %s, seed %d, folder %s", run_dir.name, type(run.estimator).__name__, run.seed, run_dir)
+        try:
+            data = dict(dataset) if dataset is not None else load_dataset(config)
+            shapes = " ".join(f"{k}={tuple(v.shape)}" for k, v in data.items())
+            run.events.write("dataset", message=shapes)
+            logger.info("dataset: %s", shapes)
+            _fit(run, data, list(callbacks), resume_state)
+            evaluation = _evaluate(run, data)
+            run.write_metrics("success", **evaluation)
+            run.events.write("run_end", message=f"status=success duration_seconds={run.metrics['duration_seconds']:.2f}")
+            logger.info(
+                "run %s finished: val_loss=%s test_loss=%s best_epoch=%s",
+                run_dir.name, run.metrics.get("val_loss"), run.metrics.get("test_loss"), run.metrics.get("best_epoch"),
+            )
+            return RunResult("success", run_dir, run.metrics, EXIT_OK)
+        except KeyboardInterrupt:
+            run.write_metrics("interrupted", error="KeyboardInterrupt")
+            run.events.write("interrupted", message="interrupted by the user (Ctrl-C)")
+            logger.warning("run %s interrupted", run_dir.name)
+            return RunResult("interrupted", run_dir, run.metrics, EXIT_INTERRUPTED)
+        except Exception as exc:  # every failure is recorded, never lost
+            text = traceback.format_exc()
+            run.write_metrics("error", error=text)
+            run.events.write("error", message=f"{type(exc).__name__}: {exc}")
+            logger.error("run %s failed: %s: %s", run_dir.name, type(exc).__name__, exc)
+            logger.debug("%s", text)
+            return RunResult("error", run_dir, run.metrics, EXIT_FAILED)
+        finally:
+            run.events.close()
+
+
+def _fit(run: _Run, data: Mapping[str, np.ndarray], callbacks: list[Callback], resume_state) -> None:
+    config, est = run.config, run.estimator
+    all_callbacks = [_RunRecorder(run)] + callbacks
+    est.verbose = max(int(est.verbose), int(config.verbose))
+    if config.hisso is None:
+        validation = (data["X_val"], data["y_val"]) if "X_val" in data and "y_val" in data else None
+        est.fit(data["X_train"], data["y_train"], validation_data=validation, callbacks=all_callbacks,
+                resume_state=resume_state)
+        return
+    options = config.hisso
+    y = data[options.supervised.y_key] if options.supervised is not None else data.get("y_train")
+    context = _context_for(data, "train")
+    validation = None
+    if "X_val" in data:
+        validation = (data["X_val"], data.get("y_val"), _context_for(data, "val") if context is not None else None)
+    est.fit(
+        data["X_train"],
+        y,
+        hisso=True,
+        hisso_options=options,
+        context=context,
+        validation_data=validation,
+        callbacks=all_callbacks,
+        resume_state=resume_state,
+    )

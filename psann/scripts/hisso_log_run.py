@@ -1,0 +1,82 @@
+"""Run one HISSO (or supervised) config and log everything into a run folder.
+
+    python -m psann.scripts.hisso_log_run --config configs/hisso/dense_cpu_smoke.yaml --output-dir runs/hisso
+
+Exit codes: 0 success, 1 the run failed (metrics.json holds the traceback), 2 bad arguments, config
+or dataset (one line naming the key), 130 interrupted. The folder contract is docs/run_outputs.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+from psann.data import regime_market_dataset, toy_hisso_dataset
+from psann.runconfig import ConfigError
+from psann.runs import EXIT_BAD_INPUT, execute_run, load_dataset, load_run_config, prepare_run_dir
+
+__all__ = ["main", "build_parser", "toy_hisso_dataset", "regime_market_dataset"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m psann.scripts.hisso_log_run",
+        description="Run one PSANN/HISSO config and write metrics.json, events.csv, config_resolved.yaml "
+        "and checkpoints/ into a fresh run folder.",
+        epilog="example: python -m psann.scripts.hisso_log_run --config configs/hisso/dense_cpu_smoke.yaml "
+        "--output-dir runs/hisso --seed 7",
+    )
+    parser.add_argument("--config", required=True, type=Path,
+                        help="run config, YAML or JSON (e.g. configs/hisso/wave_resnet_cpu_smoke.yaml)")
+    parser.add_argument("--output-dir", type=Path, default=Path("runs/hisso"),
+                        help="parent folder of run folders (default: runs/hisso)")
+    parser.add_argument("--run-name", default=None,
+                        help="run folder name (default: <config stem>-<UTC timestamp>); an existing folder is "
+                        "never reused: a -1, -2, ... suffix is added")
+    parser.add_argument("--device", default=None,
+                        help="override estimator.params.device: cpu, cuda, cuda:0 or auto (e.g. --device cpu)")
+    parser.add_argument("--seed", type=int, default=42,
+                        help="seed used when the config sets no estimator.params.random_state (default: 42)")
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="also keep checkpoints/epoch_NNNN for every epoch (best and warm start are always kept)")
+    parser.add_argument("--verbose", action="store_true", help="console logging at DEBUG instead of INFO")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_run_config(args.config)
+        dataset = load_dataset(config)
+        if args.device is not None:
+            from psann.estimators import resolve_device
+
+            try:
+                resolve_device(args.device)
+            except (ValueError, RuntimeError) as exc:
+                raise ConfigError("--device", str(exc)) from exc
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    run_name = args.run_name or f"{args.config.stem}-{stamp}"
+    run_dir = prepare_run_dir(args.output_dir, run_name)
+    result = execute_run(
+        config,
+        run_dir,
+        dataset=dataset,
+        device=args.device,
+        seed=args.seed,
+        keep_checkpoints=args.keep_checkpoints or None,
+        console=True,
+        verbose=args.verbose,
+    )
+    print(f"{result.status}: {result.run_dir}")
+    return result.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
