@@ -83,6 +83,13 @@ def load_dataset(config: RunConfig) -> dict[str, np.ndarray]:
         y_key = config.hisso.supervised.y_key
         if y_key not in data:
             raise ConfigError("hisso.supervised.y_key", f"{y_key!r} is not in the dataset (keys: {', '.join(sorted(data))})")
+        if data[y_key].shape[0] != data["X_train"].shape[0]:
+            # The warm start fits X_train against these targets row by row.
+            raise ConfigError(
+                "hisso.supervised.y_key",
+                f"{y_key} has {data[y_key].shape[0]} rows but X_train has {data['X_train'].shape[0]}; "
+                "warm-start targets must be aligned with X_train (usually y_train)",
+            )
     split = config.eval_split
     if f"X_{split}" not in data:
         raise ConfigError("evaluation.split", f"the dataset has no X_{split} (keys: {', '.join(sorted(data))})")
@@ -304,6 +311,11 @@ def execute_run(
         raise FileExistsError(f"{run_dir} already holds a run (metrics.json); pick another folder or resume")
     keep = config.keep_checkpoints if keep_checkpoints is None else keep_checkpoints
     run = _Run(config, run_dir, seed=seed, device=device, keep_checkpoints=keep)
+    if resume_state is not None:
+        # Continue the metrics of the interrupted attempt: its best epoch so far stays the best.
+        run.best_record = resume_state["loop"].get("best_record")
+        history = resume_state["loop"].get("history") or []
+        run.last_record = history[-1] if history else None
     resolved = dict(config.resolved)
     resolved["estimator"] = {**resolved["estimator"], "params": {**resolved["estimator"]["params"],
                              "random_state": run.seed, "device": str(run.estimator.device)}}

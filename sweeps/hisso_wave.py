@@ -1,0 +1,175 @@
+"""Run a staged PSANN/HISSO sweep on Ray Tune: CPU smoke trials first, GPU trials last.
+
+    python sweeps/hisso_wave.py                          # default sweep on an embedded local Ray
+    python sweeps/hisso_wave.py --address auto           # join the running cluster (e.g. on the head)
+    python sweeps/hisso_wave.py --dry-run                # validate and print the plan, start nothing
+    python sweeps/hisso_wave.py --name my-sweep --resume # continue an interrupted sweep
+
+Exit codes: 0 every stage passed; 1 a stage failed its pass rule; 2 bad arguments or sweep file;
+3 a GPU stage could not get a GPU (pass --allow-cpu to run it on CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+if __package__ in (None, ""):  # run as a script: make the project root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from sweeps.spec import SweepError, available_profiles, describe_plan, load_sweep, validate_trial_configs
+
+DEFAULT_SWEEP = Path(__file__).resolve().parent.parent / "configs" / "sweeps" / "hisso_wave.yaml"
+EXIT_OK, EXIT_STAGE_FAILED, EXIT_BAD_INPUT, EXIT_NO_GPU = 0, 1, 2, 3
+
+logger = logging.getLogger("sweeps")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python sweeps/hisso_wave.py",
+        description="Staged Ray Tune sweep of PSANN/HISSO runs: smoke (CPU) stages gate GPU stages; "
+        "ASHA prunes on val_loss; every trial folder holds metrics.json and events.csv; results are "
+        "gathered into Arrow tables at the end of each stage.",
+    )
+    parser.add_argument("--sweep", type=Path, default=DEFAULT_SWEEP,
+                        help="sweep file (default: configs/sweeps/hisso_wave.yaml)")
+    parser.add_argument("--address", default=None,
+                        help="join an existing Ray cluster (e.g. auto); default: start Ray embedded and local")
+    parser.add_argument("--storage", default="runs/sweeps",
+                        help="results root; the sweep folder is <storage>/<name> (default: runs/sweeps)")
+    parser.add_argument("--name", default=None,
+                        help="sweep folder name (default: <sweep name>-<UTC timestamp>)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted sweep (--name, or the newest folder of this sweep): "
+                        "finished trials are not re-run, unfinished ones continue from their checkpoints")
+    parser.add_argument("--stages", default=None,
+                        help="comma-separated subset of stages to run, in file order (e.g. smoke)")
+    parser.add_argument("--allow-cpu", action="store_true",
+                        help="run GPU stages on CPU when the cluster has no GPU (recorded in stage_status.json)")
+    parser.add_argument("--profile", default=None,
+                        help="sweep-file profile to apply (default: 'local' when Ray is embedded and the "
+                        "file defines it; 'none' disables profiles)")
+    parser.add_argument("--num-cpus", type=int, default=None,
+                        help="CPUs of the embedded local Ray (default: all cores)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="validate the sweep file and every trial config, print the plan, start nothing")
+    return parser
+
+
+def _pick_profile(args: argparse.Namespace) -> str | None:
+    if args.profile == "none":
+        return None
+    if args.profile is not None:
+        return args.profile
+    if args.address is None and "local" in available_profiles(args.sweep):
+        return "local"
+    return None
+
+
+def _sweep_dir(args: argparse.Namespace, sweep_name: str) -> Path:
+    storage = Path(args.storage).resolve()
+    if args.name:
+        return storage / args.name
+    if args.resume:
+        candidates = sorted(
+            (p for p in storage.glob(f"{sweep_name}-*") if (p / "sweep.json").is_file()),
+            key=lambda p: p.stat().st_mtime,
+        )
+        if not candidates:
+            raise SweepError("--resume", f"no sweep folder of {sweep_name!r} under {storage} to resume; pass --name")
+        return candidates[-1]
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return storage / f"{sweep_name}-{stamp}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if "://" in str(args.storage):
+        print("error: --storage: URIs are not supported yet; give a local or mounted path", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        profile = _pick_profile(args)
+        spec = load_sweep(args.sweep, profile=profile)
+        stages = None
+        if args.stages:
+            stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+            for name in stages:
+                spec.stage(name)
+        checked = validate_trial_configs(spec)
+        sweep_dir = _sweep_dir(args, spec.name)
+        if args.resume and not (sweep_dir / "sweep.json").is_file():
+            raise SweepError("--resume", f"{sweep_dir} holds no sweep to resume (no sweep.json)")
+        if not args.resume and (sweep_dir / "sweep.json").exists():
+            raise SweepError("--name", f"{sweep_dir} already holds a sweep; pass --resume to continue it or pick another --name")
+    except (SweepError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    plan = describe_plan(spec)
+    if args.dry_run:
+        print("\n".join(plan))
+        print(f"validated {checked} trial config(s); sweep folder would be {sweep_dir}")
+        return EXIT_OK
+    for line in plan:
+        logger.info("%s", line)
+
+    import ray
+
+    from sweeps.stages import GPUUnavailableError, format_summary, run_sweep
+
+    if args.address:
+        ray.init(address=args.address, log_to_driver=True)
+    else:
+        ray.init(address="local", num_cpus=args.num_cpus or os.cpu_count(), include_dashboard=False)
+    try:
+        results = run_sweep(spec, sweep_dir, stages=stages, allow_cpu=args.allow_cpu, resume=args.resume)
+    except GPUUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_NO_GPU
+    finally:
+        ray.shutdown()
+    tables = sweep_dir / "tables"
+    print()
+    print(format_summary(results, tables if tables.is_dir() else None))
+    print(f"sweep folder: {sweep_dir}")
+    _print_best(results, sweep_dir)
+    return EXIT_OK if results and all(r.passed for r in results) else EXIT_STAGE_FAILED
+
+
+def _print_best(results, sweep_dir: Path) -> None:
+    """End with the best trial's metrics (the last stage that has one)."""
+    import json
+
+    for result in reversed(results):
+        best = result.best()
+        if best is None:
+            continue
+        path = sweep_dir / result.stage / best.trial_dir / "metrics.json"
+        try:
+            metrics = json.loads(path.read_text())
+        except (OSError, ValueError):
+            metrics = {}
+        print(f"best trial of stage {result.stage}: {best.trial_id} ({path.parent})")
+        keys = ("val_loss", "test_loss", "best_epoch", "epochs_run", "reward", "reward_mean", "device",
+                "throughput_eps_per_sec", "duration_seconds")
+        print("  " + "  ".join(f"{k}={metrics[k]:.5g}" if isinstance(metrics.get(k), float) else f"{k}={metrics.get(k)}" for k in keys))
+        portfolio = metrics.get("portfolio") or {}
+        for name in ("policy", "equal_weight", "best_buy_and_hold"):
+            m = portfolio.get(name)
+            if m:
+                print(f"  {portfolio.get('split', 'test')} {name:<18} log_return={m['log_return']:+.4f} "
+                      f"cum_return={m['cum_return']:+.4f} sharpe={m['sharpe']:.3f} max_drawdown={m['max_drawdown']:.3f} "
+                      f"turnover={m['turnover']:.3f}")
+        return
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,437 @@
+"""Sweep-file schema: loading, profiles, validation with key paths, search-space translation.
+
+A sweep file (configs/sweeps/*.yaml)::
+
+    name: hisso_wave
+    base_config: ../hisso/wave_resnet_small.yaml      # relative to the sweep file
+    seed: 42                                          # run seed unless the config sets random_state
+    hang_timeout_s: 600                               # a trial silent this long is stopped as HUNG
+    search_space:                                     # dotted paths into the run config
+      estimator.params.lr: {loguniform: [0.0003, 0.003]}
+      hisso.window: {grid: [32, 48]}
+    stages:
+      - name: smoke
+        resources: {cpu: 1, gpu: 0}
+        num_samples: 2
+        epochs: 2
+        scheduler: none
+        pass_rule: {min_success_fraction: 1.0}
+      - name: hisso
+        resources: {cpu: 1, gpu: 1}
+        num_samples: 8
+        epochs: 60
+        scheduler: {type: asha, max_t: 60, grace_period: 5, reduction_factor: 3}
+    profiles:
+      local: {stages: {hisso: {resources: {gpu: 0}, allow_cpu: true, num_samples: 4}}}
+
+Importing this module does not import Ray; ``to_param_space`` imports ``ray.tune`` when called.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from psann.runconfig import ConfigError, apply_overrides, load_config_file, parse_run_config
+
+__all__ = [
+    "SchedulerSpec",
+    "StageSpec",
+    "SweepError",
+    "SweepSpec",
+    "load_sweep",
+    "parse_sweep",
+    "to_param_space",
+    "validate_trial_configs",
+]
+
+SEARCH_KINDS = ("choice", "uniform", "loguniform", "randint", "grid")
+_TOP_KEYS = ("name", "base_config", "seed", "hang_timeout_s", "search_space", "stages", "profiles")
+_STAGE_KEYS = (
+    "name",
+    "resources",
+    "num_samples",
+    "epochs",
+    "scheduler",
+    "max_concurrent_trials",
+    "pass_rule",
+    "overrides",
+    "max_failures",
+    "allow_cpu",
+)
+_SCHEDULER_KEYS = ("type", "max_t", "grace_period", "reduction_factor")
+
+
+class SweepError(ValueError):
+    """A sweep-file problem; the message starts with the key path."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+def _unknown(key: Any, allowed: tuple[str, ...], prefix: str) -> SweepError:
+    hint = difflib.get_close_matches(str(key), list(allowed), n=1)
+    suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+    return SweepError(f"{prefix}.{key}" if prefix else str(key), f"unknown key{suggestion}; allowed: {', '.join(allowed)}")
+
+
+def _int(value: Any, key: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise SweepError(key, f"expected int >= {low}, got {value!r}")
+    return value
+
+
+def _number(value: Any, key: str, low: float, high: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or (high is not None and value > high):
+        bounds = f">= {low}" + (f" and <= {high}" if high is not None else "")
+        raise SweepError(key, f"expected a number {bounds}, got {value!r}")
+    return float(value)
+
+
+def _mapping(value: Any, key: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SweepError(key, f"expected a mapping, got {type(value).__name__} {value!r}")
+    return dict(value)
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """ASHA on val_loss (mode min), or none."""
+
+    kind: str = "none"  # "asha" or "none"
+    max_t: int | None = None  # ASHA: the most epochs a trial may run (default: the stage's epochs)
+    grace_period: int = 1  # ASHA: epochs every trial runs before it can be stopped
+    reduction_factor: int = 3  # ASHA: keep 1/reduction_factor of trials at each rung
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One Tune experiment of the sweep."""
+
+    name: str
+    cpu: float = 1.0  # CPUs per trial
+    gpu: float = 0.0  # GPUs per trial (fractions allowed)
+    num_samples: int = 1  # samples of the search space (times the grid size)
+    epochs: int | None = None  # overrides estimator.params.epochs
+    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    max_concurrent_trials: int | None = None  # None: as many as resources allow
+    min_success_fraction: float = 1.0  # pass rule: share of trials that must not fail or hang
+    overrides: dict[str, Any] = field(default_factory=dict)  # dotted-path run-config overrides
+    max_failures: int = 1  # retries of a trial after a failure (a lost node), from its checkpoint
+    allow_cpu: bool = False  # run a GPU stage on CPU when no GPU can be had (also --allow-cpu)
+
+    @property
+    def wants_gpu(self) -> bool:
+        return self.gpu > 0
+
+    def run_overrides(self) -> dict[str, Any]:
+        overrides = dict(self.overrides)
+        if self.epochs is not None:
+            overrides["estimator.params.epochs"] = self.epochs
+        return overrides
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A validated sweep file."""
+
+    name: str
+    path: Path
+    base_config_path: Path
+    base_config: dict[str, Any]
+    search_space: dict[str, Any]
+    stages: tuple[StageSpec, ...]
+    seed: int = 42
+    hang_timeout_s: float = 600.0
+    profile: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def stage(self, name: str) -> StageSpec:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise SweepError("stages", f"no stage named {name!r}; stages: {', '.join(s.name for s in self.stages)}")
+
+
+def _deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    result = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(result.get(key), dict):
+            result[key] = _deep_merge(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def _apply_profile(raw: dict[str, Any], profile: str | None) -> dict[str, Any]:
+    profiles = _mapping(raw.get("profiles"), "profiles")
+    if profile is None:
+        return raw
+    if profile not in profiles:
+        raise SweepError("profiles", f"no profile named {profile!r}; profiles: {', '.join(profiles) or '(none)'}")
+    spec = _mapping(profiles[profile], f"profiles.{profile}")
+    result = copy.deepcopy(raw)
+    stage_updates = _mapping(spec.pop("stages", None), f"profiles.{profile}.stages")
+    for key in spec:
+        if key not in _TOP_KEYS or key == "profiles":
+            raise _unknown(key, tuple(k for k in _TOP_KEYS if k != "profiles") + ("stages",), f"profiles.{profile}")
+    result.update(copy.deepcopy(spec))
+    stages = result.get("stages") or []
+    names = [s.get("name") for s in stages if isinstance(s, Mapping)]
+    for stage_name, update in stage_updates.items():
+        if stage_name not in names:
+            raise SweepError(f"profiles.{profile}.stages.{stage_name}", f"no such stage; stages: {', '.join(map(str, names))}")
+        index = names.index(stage_name)
+        stages[index] = _deep_merge(dict(stages[index]), _mapping(update, f"profiles.{profile}.stages.{stage_name}"))
+    result["stages"] = stages
+    return result
+
+
+def _parse_scheduler(value: Any, key: str, epochs: int | None) -> SchedulerSpec:
+    if value is None or value == "none":
+        return SchedulerSpec()
+    if value == "asha":
+        value = {"type": "asha"}
+    section = _mapping(value, key)
+    for k in section:
+        if k not in _SCHEDULER_KEYS:
+            raise _unknown(k, _SCHEDULER_KEYS, key)
+    kind = section.get("type", "asha")
+    if kind not in ("asha", "none"):
+        raise SweepError(f"{key}.type", f"expected asha or none, got {kind!r}")
+    if kind == "none":
+        return SchedulerSpec()
+    max_t = section.get("max_t", epochs)
+    if max_t is None:
+        raise SweepError(f"{key}.max_t", "required when the stage sets no epochs")
+    spec = SchedulerSpec(
+        kind="asha",
+        max_t=_int(max_t, f"{key}.max_t", 1),
+        grace_period=_int(section.get("grace_period", 1), f"{key}.grace_period", 1),
+        reduction_factor=_int(section.get("reduction_factor", 3), f"{key}.reduction_factor", 2),
+    )
+    if spec.grace_period > spec.max_t:
+        raise SweepError(f"{key}.grace_period", f"{spec.grace_period} is larger than max_t ({spec.max_t})")
+    return spec
+
+
+def _parse_stage(value: Any, index: int) -> StageSpec:
+    key = f"stages[{index}]"
+    section = _mapping(value, key)
+    for k in section:
+        if k not in _STAGE_KEYS:
+            raise _unknown(k, _STAGE_KEYS, key)
+    name = section.get("name")
+    if not isinstance(name, str) or not name.isidentifier():
+        raise SweepError(f"{key}.name", f"expected a name made of letters, digits and _, got {name!r}")
+    key = f"stages.{name}"
+    resources = _mapping(section.get("resources"), f"{key}.resources")
+    for k in resources:
+        if k not in ("cpu", "gpu"):
+            raise _unknown(k, ("cpu", "gpu"), f"{key}.resources")
+    epochs = section.get("epochs")
+    if epochs is not None:
+        epochs = _int(epochs, f"{key}.epochs", 1)
+    pass_rule = _mapping(section.get("pass_rule"), f"{key}.pass_rule")
+    for k in pass_rule:
+        if k != "min_success_fraction":
+            raise _unknown(k, ("min_success_fraction",), f"{key}.pass_rule")
+    overrides = _mapping(section.get("overrides"), f"{key}.overrides")
+    max_concurrent = section.get("max_concurrent_trials")
+    allow_cpu = section.get("allow_cpu", False)
+    if not isinstance(allow_cpu, bool):
+        raise SweepError(f"{key}.allow_cpu", f"expected true or false, got {allow_cpu!r}")
+    return StageSpec(
+        name=name,
+        cpu=_number(resources.get("cpu", 1), f"{key}.resources.cpu", 0.0),
+        gpu=_number(resources.get("gpu", 0), f"{key}.resources.gpu", 0.0),
+        num_samples=_int(section.get("num_samples", 1), f"{key}.num_samples", 1),
+        epochs=epochs,
+        scheduler=_parse_scheduler(section.get("scheduler"), f"{key}.scheduler", epochs),
+        max_concurrent_trials=None if max_concurrent is None else _int(max_concurrent, f"{key}.max_concurrent_trials", 1),
+        min_success_fraction=_number(pass_rule.get("min_success_fraction", 1.0), f"{key}.pass_rule.min_success_fraction", 0.0, 1.0),
+        overrides=overrides,
+        max_failures=_int(section.get("max_failures", 1), f"{key}.max_failures", 0),
+        allow_cpu=allow_cpu,
+    )
+
+
+def _check_search_space(space: Mapping[str, Any]) -> dict[str, Any]:
+    checked: dict[str, Any] = {}
+    for path, value in space.items():
+        key = f"search_space.{path}"
+        if isinstance(value, Mapping):
+            if len(value) != 1 or next(iter(value)) not in SEARCH_KINDS:
+                raise SweepError(key, f"expected one of {{{', '.join(k + ': ...' for k in SEARCH_KINDS)}}} or a constant, got {dict(value)!r}")
+            kind, arg = next(iter(value.items()))
+            if kind in ("choice", "grid"):
+                if not isinstance(arg, list) or not arg:
+                    raise SweepError(f"{key}.{kind}", f"expected a non-empty list of values, got {arg!r}")
+            else:
+                if not isinstance(arg, list) or len(arg) != 2 or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in arg
+                ):
+                    raise SweepError(f"{key}.{kind}", f"expected [low, high], got {arg!r}")
+                low, high = arg
+                if not low < high:
+                    raise SweepError(f"{key}.{kind}", f"expected low < high, got [{low}, {high}]")
+                if kind == "loguniform" and low <= 0:
+                    raise SweepError(f"{key}.{kind}", f"expected low > 0 for a log scale, got {low}")
+                if kind == "randint" and not (isinstance(low, int) and isinstance(high, int)):
+                    raise SweepError(f"{key}.{kind}", f"expected integer bounds, got [{low}, {high}]")
+        checked[str(path)] = copy.deepcopy(value)
+    return checked
+
+
+def parse_sweep(raw: Mapping[str, Any], *, path: Path, profile: str | None = None) -> SweepSpec:
+    """Validate a raw sweep dict (after applying a profile); raises SweepError naming the key."""
+    if not isinstance(raw, Mapping):
+        raise SweepError(str(path), "expected a mapping")
+    for key in raw:
+        if key not in _TOP_KEYS:
+            raise _unknown(key, _TOP_KEYS, "")
+    data = _apply_profile(dict(raw), profile)
+    name = data.get("name", path.stem)
+    if not isinstance(name, str) or not name:
+        raise SweepError("name", f"expected a non-empty string, got {name!r}")
+    base = data.get("base_config")
+    if not isinstance(base, str):
+        raise SweepError("base_config", f"expected a path to a run config (relative to the sweep file), got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if not base_path.is_file():
+        raise SweepError("base_config", f"file not found: {base_path}")
+    try:
+        base_config = load_config_file(base_path)
+    except ConfigError as exc:
+        raise SweepError("base_config", str(exc)) from exc
+    stages_raw = data.get("stages")
+    if not isinstance(stages_raw, list) or not stages_raw:
+        raise SweepError("stages", "expected a non-empty list of stages")
+    stages = tuple(_parse_stage(s, i) for i, s in enumerate(stages_raw))
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise SweepError("stages", f"stage names must be unique, got {names}")
+    hang = _number(data.get("hang_timeout_s", 600), "hang_timeout_s", 1.0)
+    return SweepSpec(
+        name=name,
+        path=path.resolve(),
+        base_config_path=base_path,
+        base_config=base_config,
+        search_space=_check_search_space(_mapping(data.get("search_space"), "search_space")),
+        stages=stages,
+        seed=_int(data.get("seed", 42), "seed", 0),
+        hang_timeout_s=hang,
+        profile=profile,
+        raw=dict(raw),
+    )
+
+
+def load_sweep(path: str | Path, *, profile: str | None = None) -> SweepSpec:
+    """Read and validate a sweep file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"sweep file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SweepError(str(path), f"not valid YAML: {exc}") from exc
+    return parse_sweep(raw, path=path, profile=profile)
+
+
+def available_profiles(path: str | Path) -> list[str]:
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    return list((raw.get("profiles") or {}).keys()) if isinstance(raw, Mapping) else []
+
+
+def _representative_values(spec: Any) -> list[Any]:
+    if not isinstance(spec, Mapping):
+        return [spec]
+    kind, arg = next(iter(spec.items()))
+    if kind in ("choice", "grid"):
+        return list(arg)
+    if kind == "randint":
+        return [arg[0], arg[1] - 1]
+    return [arg[0], arg[1]]
+
+
+def validate_trial_configs(spec: SweepSpec) -> int:
+    """Validate the run config every stage's trials will get: each search-space value and bound
+    is applied to the base config with the stage's overrides and parsed by the run-config schema.
+
+    Returns the number of configs checked; raises SweepError naming the key and the value.
+    """
+    checked = 0
+    for stage in spec.stages:
+        for path, values in [(p, _representative_values(v)) for p, v in spec.search_space.items()] or [(None, [None])]:
+            for value in values:
+                overrides = stage.run_overrides()
+                if path is not None:
+                    overrides[path] = value
+                try:
+                    raw = apply_overrides(spec.base_config, overrides)
+                    parse_run_config(raw, base_dir=spec.base_config_path.parent, source=str(spec.base_config_path))
+                except ConfigError as exc:
+                    origin = f"search_space.{path}={value!r}" if path is not None else f"stages.{stage.name}.overrides"
+                    raise SweepError(origin, f"makes an invalid run config for stage {stage.name!r}: {exc}") from exc
+                checked += 1
+    return checked
+
+
+def grid_size(search_space: Mapping[str, Any]) -> int:
+    """Number of grid combinations (1 when there is no grid)."""
+    sizes = [len(v["grid"]) for v in search_space.values() if isinstance(v, Mapping) and "grid" in v]
+    return int(__import__("math").prod(sizes)) if sizes else 1
+
+
+def to_param_space(search_space: Mapping[str, Any]) -> dict[str, Any]:
+    """Translate the YAML search space into ray.tune search objects (keys stay dotted paths)."""
+    from ray import tune
+
+    makers = {
+        "choice": lambda arg: tune.choice(list(arg)),
+        "grid": lambda arg: tune.grid_search(list(arg)),
+        "uniform": lambda arg: tune.uniform(arg[0], arg[1]),
+        "loguniform": lambda arg: tune.loguniform(arg[0], arg[1]),
+        "randint": lambda arg: tune.randint(arg[0], arg[1]),
+    }
+    space: dict[str, Any] = {}
+    for path, value in search_space.items():
+        if isinstance(value, Mapping):
+            kind, arg = next(iter(value.items()))
+            space[path] = makers[kind](arg)
+        else:
+            space[path] = value
+    return space
+
+
+def describe_plan(spec: SweepSpec) -> list[str]:
+    """Human-readable plan lines: stages, trials, resources, schedulers."""
+    lines = [f"sweep {spec.name!r} from {spec.path}" + (f" (profile {spec.profile})" if spec.profile else "")]
+    lines.append(f"base config: {spec.base_config_path}")
+    grid = grid_size(spec.search_space)
+    for stage in spec.stages:
+        trials = stage.num_samples * grid
+        sched = (
+            f"ASHA(max_t={stage.scheduler.max_t}, grace={stage.scheduler.grace_period}, rf={stage.scheduler.reduction_factor})"
+            if stage.scheduler.kind == "asha"
+            else "none"
+        )
+        gpu_note = " (may run on CPU: allow_cpu)" if stage.wants_gpu and stage.allow_cpu else ""
+        lines.append(
+            f"stage {stage.name}: {trials} trials x {{cpu: {stage.cpu:g}, gpu: {stage.gpu:g}}}{gpu_note}, "
+            f"epochs={stage.epochs or 'config'}, scheduler={sched}, max_concurrent={stage.max_concurrent_trials or 'auto'}, "
+            f"pass if >= {stage.min_success_fraction:.0%} succeed; peak ask {{cpu: {stage.cpu * min(trials, stage.max_concurrent_trials or trials):g}, "
+            f"gpu: {stage.gpu * min(trials, stage.max_concurrent_trials or trials):g}}}"
+        )
+    for path, value in spec.search_space.items():
+        lines.append(f"  search {path}: {value}")
+    return lines

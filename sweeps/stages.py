@@ -1,0 +1,356 @@
+"""Ordered sweep stages: gating, Tuner wiring, per-trial outcomes, summaries.
+
+Each stage is its own Tune experiment under the sweep folder (``<sweep>/<stage>/``). A stage runs to
+completion before the next starts; a stage that fails its pass rule stops the sweep, so no GPU trial
+is ever scheduled after a failed smoke stage. A GPU stage starts only when the cluster has GPUs or
+an autoscaler can add them, or when CPU fallback was allowed (then it runs on CPU, recorded so).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from psann.runlog import write_json_atomic
+from sweeps.spec import StageSpec, SweepSpec, grid_size, to_param_space
+from sweeps.trainable import hisso_trial
+from sweeps.watchdog import HangGuard
+
+__all__ = ["StageResult", "TrialOutcome", "GPUUnavailableError", "run_stage", "run_sweep", "format_summary", "gpu_capacity"]
+
+logger = logging.getLogger(__name__)
+
+STAGE_STATUS = "stage_status.json"
+HUNG_RECORD = "hung_trials.json"
+PASSING = ("SUCCESS", "PRUNED")
+
+
+class GPUUnavailableError(RuntimeError):
+    """A GPU stage was asked for on a cluster that has no GPU and cannot add one."""
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    trial_id: str
+    trial_dir: str
+    tune_status: str  # TERMINATED or ERROR
+    outcome: str  # SUCCESS, PRUNED, ERROR, HUNG, INCOMPLETE
+    iterations: int | None
+    node_id: str | None
+    device: str | None
+    val_loss: float | None  # best val_loss of the run (metrics.json), else the last reported
+    params: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    hung_last_events: str | None = None
+
+
+@dataclass(frozen=True)
+class StageResult:
+    stage: str
+    max_epochs: int | None
+    trials: tuple[TrialOutcome, ...]
+    passed: bool
+    required_fraction: float
+    ran_on_cpu: bool = False
+    skipped_reason: str | None = None
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for t in self.trials if t.outcome == outcome)
+
+    @property
+    def success_fraction(self) -> float:
+        return sum(1 for t in self.trials if t.outcome in PASSING) / len(self.trials) if self.trials else 0.0
+
+    def best(self) -> TrialOutcome | None:
+        candidates = [t for t in self.trials if t.outcome in PASSING and t.val_loss is not None]
+        return min(candidates, key=lambda t: t.val_loss) if candidates else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "max_epochs": self.max_epochs,
+            "passed": self.passed,
+            "required_fraction": self.required_fraction,
+            "ran_on_cpu": self.ran_on_cpu,
+            "trials": [asdict(t) for t in self.trials],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "StageResult":
+        return cls(
+            stage=data["stage"],
+            max_epochs=data.get("max_epochs"),
+            trials=tuple(TrialOutcome(**t) for t in data["trials"]),
+            passed=bool(data["passed"]),
+            required_fraction=float(data["required_fraction"]),
+            ran_on_cpu=bool(data.get("ran_on_cpu", False)),
+        )
+
+
+def gpu_capacity() -> tuple[float, float]:
+    """(GPUs in the cluster now, GPUs the autoscaler's node types could add at most)."""
+    present = float(ray.cluster_resources().get("GPU", 0.0))
+    try:
+        from ray._private.state import state as _state  # Ray 2.60: autoscaler config in the GCS
+
+        limits = _state.get_max_resources_from_cluster_config() or {}
+    except Exception:  # no autoscaler, or an older GCS: nothing can be added
+        limits = {}
+    return present, float(limits.get("GPU", 0) or 0)
+
+
+def _trial_dirname(trial) -> str:
+    return trial.trial_id
+
+
+def _read_metrics(trial_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((trial_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _outcome(result, hung_trials: dict[str, dict[str, Any]]) -> TrialOutcome:
+    trial_dir = Path(result.path)
+    trial_id = trial_dir.name
+    metrics_json = _read_metrics(trial_dir) or {}
+    reported = result.metrics or {}
+    hung = hung_trials.get(trial_id)
+    status = metrics_json.get("status")
+    if hung is not None:
+        outcome = "HUNG"
+    elif result.error is not None or status == "error":
+        outcome = "ERROR"
+    elif status == "success":
+        outcome = "SUCCESS"
+    elif status == "running":
+        outcome = "PRUNED"  # stopped by the scheduler between epochs
+    else:
+        outcome = "INCOMPLETE"
+    error = None
+    if result.error is not None:
+        error = f"{type(result.error).__name__}: {result.error}".strip()[:2000]
+    val_loss = metrics_json.get("val_loss", reported.get("val_loss"))
+    params = {k: v for k, v in (result.config or {}).items()}
+    return TrialOutcome(
+        trial_id=trial_id,
+        trial_dir=trial_dir.name,
+        tune_status="ERROR" if result.error is not None else "TERMINATED",
+        outcome=outcome,
+        iterations=reported.get("training_iteration"),
+        node_id=reported.get("node_id"),
+        device=reported.get("device") or metrics_json.get("device"),
+        val_loss=val_loss if isinstance(val_loss, (int, float)) and math.isfinite(val_loss) else None,
+        params=params,
+        error=error,
+        hung_last_events=hung["last_events"] if hung else None,
+    )
+
+
+def _trainable(spec: SweepSpec, stage: StageSpec, cpu_only: bool):
+    overrides = stage.run_overrides()
+    if cpu_only:
+        overrides["estimator.params.device"] = "cpu"
+    trainable = tune.with_parameters(
+        hisso_trial,
+        base_config=spec.base_config,
+        base_dir=str(spec.base_config_path.parent),
+        base_source=str(spec.base_config_path),
+        stage_overrides=overrides,
+        seed=spec.seed,
+    )
+    gpu = 0.0 if cpu_only else stage.gpu
+    return tune.with_resources(trainable, {"cpu": stage.cpu, "gpu": gpu})
+
+
+def _scheduler(stage: StageSpec, spec: SweepSpec, stage_dir: Path) -> HangGuard:
+    if stage.scheduler.kind == "asha":
+        inner = ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=stage.scheduler.max_t,
+            grace_period=stage.scheduler.grace_period,
+            reduction_factor=stage.scheduler.reduction_factor,
+        )
+    else:
+        inner = FIFOScheduler()
+    return HangGuard(inner, spec.hang_timeout_s, record_path=stage_dir / HUNG_RECORD)
+
+
+def run_stage(
+    spec: SweepSpec,
+    stage: StageSpec,
+    sweep_dir: Path,
+    *,
+    allow_cpu: bool = False,
+    resume: bool = False,
+    verbose: int = 1,
+) -> StageResult:
+    """Run one stage as a Tune experiment (or restore it) and write its stage_status.json."""
+    stage_dir = sweep_dir / stage.name
+    status_file = stage_dir / STAGE_STATUS
+    if resume and status_file.is_file():
+        logger.info("stage %s already finished (%s): not re-run", stage.name, status_file)
+        return StageResult.from_json(json.loads(status_file.read_text()))
+
+    cpu_only = False
+    if stage.wants_gpu:
+        present, addable = gpu_capacity()
+        if present <= 0 and addable <= 0:
+            if not (allow_cpu or stage.allow_cpu):
+                raise GPUUnavailableError(
+                    f"stage {stage.name!r} asks for {stage.gpu:g} GPU per trial, but the cluster has no GPU and "
+                    "no autoscaler node type that adds one. Join a GPU cluster with --address, or pass "
+                    "--allow-cpu to run this stage on CPU."
+                )
+            cpu_only = True
+            logger.warning("stage %s: no GPU in the cluster; running on CPU as allowed (--allow-cpu)", stage.name)
+
+    guard = _scheduler(stage, spec, stage_dir)
+    trainable = _trainable(spec, stage, cpu_only)
+    param_space = to_param_space(spec.search_space)
+    if resume and tune.Tuner.can_restore(str(stage_dir)):
+        logger.info("stage %s: restoring the interrupted Tune experiment at %s", stage.name, stage_dir)
+        tuner = tune.Tuner.restore(
+            str(stage_dir),
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=False,
+            restart_errored=False,
+            param_space=param_space,
+        )
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                metric="val_loss",
+                mode="min",
+                num_samples=stage.num_samples,
+                scheduler=guard,
+                max_concurrent_trials=stage.max_concurrent_trials,
+                trial_dirname_creator=_trial_dirname,
+                trial_name_creator=_trial_dirname,
+            ),
+            run_config=tune.RunConfig(
+                name=stage.name,
+                storage_path=str(sweep_dir),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                failure_config=tune.FailureConfig(max_failures=stage.max_failures),
+                sync_config=tune.SyncConfig(sync_artifacts=True),
+                verbose=verbose,
+            ),
+        )
+    results = tuner.fit()
+    hung_trials = HangGuard.load_record(stage_dir / HUNG_RECORD)
+    outcomes = tuple(sorted((_outcome(r, hung_trials) for r in results), key=lambda t: t.trial_id))
+    trials = len(outcomes)
+    fraction = sum(1 for t in outcomes if t.outcome in PASSING) / trials if trials else 0.0
+    result = StageResult(
+        stage=stage.name,
+        max_epochs=stage.scheduler.max_t or stage.epochs,
+        trials=outcomes,
+        passed=trials > 0 and fraction + 1e-12 >= stage.min_success_fraction,
+        required_fraction=stage.min_success_fraction,
+        ran_on_cpu=cpu_only,
+    )
+    write_json_atomic(status_file, result.to_json())
+    return result
+
+
+def _ingest(sweep_dir: Path) -> Path | None:
+    try:
+        from sweeps.results import ingest_sweep
+    except ImportError:  # pragma: no cover - the results store ships with sweeps
+        return None
+    try:
+        report = ingest_sweep(sweep_dir)
+    except Exception as exc:  # the sweep's results stay on disk; ingest can be re-run by hand
+        logger.error("ingest of %s failed (%s); run `python -m sweeps.results ingest %s`", sweep_dir, exc, sweep_dir)
+        return None
+    return Path(report.tables_path)
+
+
+def run_sweep(
+    spec: SweepSpec,
+    sweep_dir: Path,
+    *,
+    stages: Sequence[str] | None = None,
+    allow_cpu: bool = False,
+    resume: bool = False,
+    verbose: int = 1,
+) -> list[StageResult]:
+    """Run the stages in order; stop at the first stage that fails its pass rule."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    _record_sweep(spec, sweep_dir, stages=stages, allow_cpu=allow_cpu, resume=resume)
+    chosen = [s for s in spec.stages if stages is None or s.name in stages]
+    results: list[StageResult] = []
+    for stage in chosen:
+        logger.info("stage %s: starting (%d trial(s) per sample set)", stage.name, stage.num_samples * grid_size(spec.search_space))
+        result = run_stage(spec, stage, sweep_dir, allow_cpu=allow_cpu, resume=resume, verbose=verbose)
+        results.append(result)
+        tables = _ingest(sweep_dir)
+        if tables is not None:
+            logger.info("results ingested into %s", tables)
+        if not result.passed:
+            remaining = [s.name for s in chosen[len(results):]]
+            logger.error(
+                "stage %s failed its pass rule (%d/%d trials passed, needed %.0f%%): %s not started",
+                stage.name, sum(1 for t in result.trials if t.outcome in PASSING), len(result.trials),
+                100 * stage.min_success_fraction, ", ".join(remaining) or "no later stage",
+            )
+            break
+    return results
+
+
+def _record_sweep(spec: SweepSpec, sweep_dir: Path, *, stages, allow_cpu: bool, resume: bool) -> None:
+    path = sweep_dir / "sweep.json"
+    now = datetime.now(timezone.utc).isoformat()
+    if path.is_file():
+        record = json.loads(path.read_text())
+        record.setdefault("resumed_at", []).append(now)
+    else:
+        record = {
+            "name": sweep_dir.name,
+            "sweep": spec.name,
+            "sweep_file": str(spec.path),
+            "base_config": str(spec.base_config_path),
+            "profile": spec.profile,
+            "started_at": now,
+            "stages": [s.name for s in spec.stages if stages is None or s.name in stages],
+            "allow_cpu": allow_cpu,
+            "seed": spec.seed,
+            "hang_timeout_s": spec.hang_timeout_s,
+            "search_space": spec.search_space,
+            "ray_version": ray.__version__,
+            "python": sys.version.split()[0],
+        }
+    write_json_atomic(path, record)
+
+
+def format_summary(results: Sequence[StageResult], tables: Path | None = None) -> str:
+    """The end-of-sweep table: per stage counts and its best trial."""
+    header = f"{'stage':<10} {'trials':>6} {'success':>7} {'pruned':>6} {'errors':>6} {'hung':>4} {'passed':>6}  best"
+    lines = [header, "-" * len(header)]
+    for result in results:
+        best = result.best()
+        best_text = f"{best.trial_id} val_loss={best.val_loss:.5g}" if best else "-"
+        lines.append(
+            f"{result.stage:<10} {len(result.trials):>6} {result.count('SUCCESS'):>7} {result.count('PRUNED'):>6} "
+            f"{result.count('ERROR') + result.count('INCOMPLETE'):>6} {result.count('HUNG'):>4} "
+            f"{'yes' if result.passed else 'NO':>6}  {best_text}" + ("  (ran on CPU)" if result.ran_on_cpu else "")
+        )
+        if best:
+            lines.append(f"{'':<10} best config: " + ", ".join(f"{k}={v!r}" for k, v in sorted(best.params.items())))
+    if tables is not None:
+        lines.append(f"Arrow tables: {tables}")
+    return "\n".join(lines)

@@ -1,0 +1,146 @@
+"""The hang rule: a trial that reports nothing for ``hang_timeout_s`` is stopped and recorded HUNG.
+
+Tune callbacks see every step but get no handle to stop one trial; schedulers do (Tune passes them
+the controller, whose ``stop_trial`` is part of the scheduler-facing API). So the rule is a thin
+scheduler wrapper around the stage's own scheduler (ASHA or FIFO): it delegates every decision and,
+on each controller step, stops running trials that have been silent too long. See
+docs/decisions.md (2026-11-23, "Hang rule as a scheduler wrapper").
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+from psann.runlog import write_json_atomic
+
+__all__ = ["HangGuard", "last_events"]
+
+logger = logging.getLogger(__name__)
+
+
+def last_events(trial_dir: str | Path | None, rows: int = 3) -> str:
+    """The last ``rows`` rows of a trial's events.csv as one line each (the autopsy)."""
+    if trial_dir is None:
+        return "(no trial folder)"
+    path = Path(trial_dir) / "events.csv"
+    if not path.is_file():
+        return "(no events.csv yet)"
+    with open(path, newline="") as handle:
+        records = list(csv.DictReader(handle))
+    if not records:
+        return "(events.csv has no rows)"
+    out = io.StringIO()
+    for record in records[-rows:]:
+        fields = [f"{k}={v}" for k, v in record.items() if v not in ("", None) and k != "timestamp"]
+        out.write(f"{record.get('timestamp', '')} " + " ".join(fields) + "\n")
+    return out.getvalue().strip()
+
+
+class HangGuard(TrialScheduler):
+    """Wraps a scheduler; stops running trials silent for longer than ``hang_timeout_s``.
+
+    The clock of a trial starts when it is first seen running (actor start-up is not silence) and
+    restarts at each result. Stopped trials are listed in ``hung`` with their autopsy.
+    """
+
+    def __init__(
+        self,
+        inner: TrialScheduler | None,
+        hang_timeout_s: float,
+        *,
+        record_path: str | Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.inner = inner or FIFOScheduler()
+        self.record_path = Path(record_path) if record_path is not None else None
+        self.hang_timeout_s = float(hang_timeout_s)
+        self.clock = clock
+        self._last_activity: dict[str, float] = {}
+        self.hung: dict[str, dict[str, Any]] = {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Tune pickles the scheduler into its experiment state; after a restore (a new driver
+        # process) the old clock readings mean nothing, so every trial's clock starts afresh.
+        self.__dict__.update(state)
+        self._last_activity = {}
+
+    @staticmethod
+    def load_record(path: str | Path) -> dict[str, dict[str, Any]]:
+        """Hung trials recorded in a stage folder (empty when none hung)."""
+        try:
+            return json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    # Tune sets metric/mode on the scheduler; keep the inner one in step.
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        return self.inner.set_search_properties(metric, mode, **spec)
+
+    @property
+    def metric(self):
+        return getattr(self.inner, "metric", None)
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        self.inner.on_trial_add(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller, trial) -> None:
+        self._last_activity.pop(trial.trial_id, None)
+        self.inner.on_trial_error(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result) -> str:
+        self._last_activity[trial.trial_id] = self.clock()
+        return self.inner.on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller, trial, result) -> None:
+        self._last_activity.pop(trial.trial_id, None)
+        self.inner.on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller, trial) -> None:
+        self._last_activity.pop(trial.trial_id, None)
+        self.inner.on_trial_remove(tune_controller, trial)
+
+    def choose_trial_to_run(self, tune_controller):
+        self._stop_silent_trials(tune_controller)
+        return self.inner.choose_trial_to_run(tune_controller)
+
+    def debug_string(self) -> str:
+        return self.inner.debug_string()
+
+    def save(self, checkpoint_path: str):
+        return self.inner.save(checkpoint_path)
+
+    def restore(self, checkpoint_path: str):
+        return self.inner.restore(checkpoint_path)
+
+    def _stop_silent_trials(self, tune_controller) -> None:
+        now = self.clock()
+        for trial in list(tune_controller.get_live_trials()):
+            if trial.status != "RUNNING" or trial.trial_id in self.hung:
+                continue
+            last = self._last_activity.setdefault(trial.trial_id, now)
+            silent = now - last
+            if silent <= self.hang_timeout_s:
+                continue
+            autopsy = last_events(getattr(trial, "path", None))
+            self.hung[trial.trial_id] = {
+                "silent_seconds": round(silent, 1),
+                "last_iteration": (trial.last_result or {}).get("training_iteration"),
+                "last_events": autopsy,
+            }
+            logger.warning(
+                "trial %s reported nothing for %.0f s (hang_timeout_s=%g): stopping it as HUNG; last events:\n%s",
+                trial.trial_id, silent, self.hang_timeout_s, autopsy,
+            )
+            if self.record_path is not None:
+                record = self.load_record(self.record_path)
+                record[trial.trial_id] = self.hung[trial.trial_id]
+                write_json_atomic(self.record_path, record)
+            tune_controller.stop_trial(trial)
