@@ -158,13 +158,16 @@ class SineActivation(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         shape = self._shape_for(z)
         amplitude = self.amplitude.view(shape)
-        frequency = self.frequency.view(shape)
-        out = amplitude * torch.sin(frequency * z)
+        sine = torch.sin(self.frequency.view(shape) * z)
         mode = self.config.decay_mode
-        if mode != "none":
-            envelope = z.abs() if mode == "abs" else torch.relu(z)
-            out = out * torch.exp(-self.decay.view(shape) * envelope)
-        return out
+        if mode == "none":
+            return amplitude * sine
+        envelope = z.abs() if mode == "abs" else torch.relu(z)
+        # A * exp(-d g) computed as exp(log A - d g): one full-size op fewer forward and backward
+        # (this activation dominates a small network's step time). The clamp only matters when
+        # bounds pin A at 0, where log(0) would make the gradient NaN.
+        log_amplitude = torch.log(amplitude.clamp_min(1e-30))
+        return sine * torch.exp(torch.addcmul(log_amplitude, envelope, self.decay.view(shape), value=-1.0))
 
     def extra_repr(self) -> str:
         return f"features={self.features}, decay_mode={self.config.decay_mode!r}, feature_dim={self.feature_dim}"
@@ -212,7 +215,9 @@ class SineLayer(nn.Module):
         self.activation = SineActivation(dim_out, sine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.activation(self.w0 * self.linear(x))
+        z = self.linear(x)
+        # Hidden layers default to w0 = 1: skip a full-size multiply that would change nothing.
+        return self.activation(z if self.w0 == 1.0 else self.w0 * z)
 
     def extra_repr(self) -> str:
         return f"w0={self.w0}, is_first={self.is_first}"

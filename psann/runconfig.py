@@ -18,6 +18,7 @@ import copy
 import difflib
 import importlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ import yaml
 from psann.data import DATASET_KEYS
 from psann.estimators import ESTIMATORS, BasePSANNEstimator
 from psann.hisso.options import HISSOOptions
+from psann.hisso.rewards import resolve_reward
 
 __all__ = [
     "ConfigError",
@@ -238,6 +240,13 @@ def _parse_hisso(raw: Any) -> tuple[HISSOOptions | None, dict[str, Any] | None]:
         )
     if callable(options.reward) and not isinstance(options.reward, str):
         raise ConfigError("hisso.reward", "expected a registry name or import path string")
+    if options.reward is not None:
+        # Resolve now, so a misspelt reward is a config error (exit 2), not a failure after training starts.
+        try:
+            resolve_reward(options.reward)
+        except (TypeError, ValueError) as exc:
+            message = str(exc)
+            raise ConfigError("hisso.reward", message.removeprefix("hisso.reward: ")) from exc
     resolved = {"enabled": enabled}
     for name in HISSOOptions.__dataclass_fields__:
         value = getattr(options, name)
@@ -284,11 +293,18 @@ def parse_run_config(raw: Mapping[str, Any], *, base_dir: str | os.PathLike = ".
         )
     default_cost = hisso.transition_penalty if hisso is not None else 0.0
     trans_cost = evaluation.get("trans_cost", default_cost)
-    if isinstance(trans_cost, bool) or not isinstance(trans_cost, (int, float)) or trans_cost < 0:
+    if isinstance(trans_cost, bool) or not isinstance(trans_cost, (int, float)) or not math.isfinite(trans_cost) or trans_cost < 0:
         raise ConfigError("evaluation.trans_cost", f"expected a number >= 0, got {trans_cost!r}")
     split = evaluation.get("split", prices_key.rsplit("_", 1)[-1] if prices_key else "test")
     if split not in ("train", "val", "test"):
         raise ConfigError("evaluation.split", f"expected one of train, val, test, got {split!r}")
+    if prices_key and not prices_key.endswith(f"_{split}"):
+        # Prices of another split would be scored against this split's allocations, row by row.
+        raise ConfigError(
+            "evaluation.split",
+            f"{split!r} does not match evaluation.portfolio_prices_key {prices_key!r}; use prices_{split} or split "
+            f"{prices_key.rsplit('_', 1)[-1]!r}",
+        )
 
     resolved = {
         "estimator": {"target": _target_name(cls), "params": dict(params)},

@@ -227,6 +227,7 @@ class _Run:
             amp=getattr(self.estimator, "amp_", None) or {"enabled": False, "dtype": None, "skipped_steps": 0},
             test_loss=None,
             test_mse=None,
+            test_reward_full=None,  # every run writes the same keys (null when not applicable)
             portfolio=None,
             error=None,
         )
@@ -367,6 +368,7 @@ def _fit(run: _Run, data: Mapping[str, np.ndarray], callbacks: list[Callback], r
         validation = (data["X_val"], data["y_val"]) if "X_val" in data and "y_val" in data else None
         est.fit(data["X_train"], data["y_train"], validation_data=validation, callbacks=all_callbacks,
                 resume_state=resume_state)
+        _save_final_best(run)
         return
     options = config.hisso
     y = data[options.supervised.y_key] if options.supervised is not None else data.get("y_train")
@@ -384,3 +386,17 @@ def _fit(run: _Run, data: Mapping[str, np.ndarray], callbacks: list[Callback], r
         callbacks=all_callbacks,
         resume_state=resume_state,
     )
+    _save_final_best(run)
+
+
+def _save_final_best(run: _Run) -> None:
+    """Rewrite checkpoints/best from the fitted estimator, which holds the best epoch's model.
+
+    The per-epoch snapshot is written after the epoch's callbacks ran, and schedules change the
+    network there (the w0 warm-up sets the next epoch's stem w0), so during a warm-up it is not
+    exactly the model that was scored. The loop's own best-epoch copy is taken before them; the
+    metrics' test_loss is computed from it, so the checkpoint must be that one.
+    """
+    est = run.estimator
+    if run.best_record is not None and getattr(est, "best_epoch_", None) == run.best_record.get("epoch"):
+        est.save(run.run_dir / "checkpoints" / "best", overwrite=True)

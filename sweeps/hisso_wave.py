@@ -6,7 +6,8 @@
     python sweeps/hisso_wave.py --name my-sweep --resume # continue an interrupted sweep
 
 Exit codes: 0 every stage passed; 1 a stage failed its pass rule; 2 bad arguments or sweep file;
-3 a GPU stage could not get a GPU (pass --allow-cpu to run it on CPU).
+3 a GPU stage could not get a GPU (pass --allow-cpu to run it on CPU); 130 interrupted (Ctrl-C):
+continue with --resume --name <sweep folder name>.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ if __package__ in (None, ""):  # run as a script: make the project root importab
 from sweeps.spec import SweepError, available_profiles, describe_plan, load_sweep, validate_trial_configs
 
 DEFAULT_SWEEP = Path(__file__).resolve().parent.parent / "configs" / "sweeps" / "hisso_wave.yaml"
-EXIT_OK, EXIT_STAGE_FAILED, EXIT_BAD_INPUT, EXIT_NO_GPU = 0, 1, 2, 3
+EXIT_OK, EXIT_STAGE_FAILED, EXIT_BAD_INPUT, EXIT_NO_GPU, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 logger = logging.getLogger("sweeps")
 
@@ -123,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import ray
 
-    from sweeps.stages import GPUUnavailableError, format_summary, run_sweep
+    from sweeps.stages import GPUUnavailableError, StageInterruptedError, format_summary, run_sweep
 
     if args.address:
         ray.init(address=args.address, log_to_driver=True)
@@ -134,6 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GPUUnavailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_NO_GPU
+    except StageInterruptedError as exc:
+        print(f"interrupted: {exc}:\n  {_resume_command(argv, sweep_dir.name)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         ray.shutdown()
     tables = sweep_dir / "tables"
@@ -142,6 +146,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"sweep folder: {sweep_dir}")
     _print_best(results, sweep_dir)
     return EXIT_OK if results and all(r.passed for r in results) else EXIT_STAGE_FAILED
+
+
+def _resume_command(argv: Sequence[str] | None, name: str) -> str:
+    """The command line that continues this sweep: the same arguments plus --name and --resume."""
+    words, skip = [], False
+    for word in list(sys.argv[1:] if argv is None else argv):
+        if skip:
+            skip = False
+        elif word == "--name":
+            skip = True
+        elif not word.startswith("--name=") and word != "--resume":
+            words.append(word)
+    return " ".join(["python sweeps/hisso_wave.py", *words, "--name", name, "--resume"])
 
 
 def _print_best(results, sweep_dir: Path) -> None:

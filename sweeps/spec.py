@@ -78,6 +78,8 @@ class SweepError(ValueError):
 
 def _unknown(key: Any, allowed: tuple[str, ...], prefix: str) -> SweepError:
     hint = difflib.get_close_matches(str(key), list(allowed), n=1)
+    if not hint:  # a shortened key ("grace" for "grace_period") is too short for difflib's ratio
+        hint = [k for k in allowed if str(key) and k.startswith(str(key))][:1]
     suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
     return SweepError(f"{prefix}.{key}" if prefix else str(key), f"unknown key{suggestion}; allowed: {', '.join(allowed)}")
 
@@ -221,7 +223,19 @@ def _parse_scheduler(value: Any, key: str, epochs: int | None) -> SchedulerSpec:
     )
     if spec.grace_period > spec.max_t:
         raise SweepError(f"{key}.grace_period", f"{spec.grace_period} is larger than max_t ({spec.max_t})")
+    _check_max_t(spec, epochs, key)
     return spec
+
+
+def _check_max_t(spec: SchedulerSpec, epochs: Any, key: str) -> None:
+    # ASHA stops every trial that reaches max_t; a run planned for more epochs would then never
+    # evaluate or write its final files, and every trial would end PRUNED.
+    if spec.kind == "asha" and isinstance(epochs, int) and not isinstance(epochs, bool) and spec.max_t < epochs:
+        raise SweepError(
+            f"{key}.max_t",
+            f"{spec.max_t} is less than the {epochs} epochs each trial runs; ASHA would stop every trial "
+            "before its final evaluation. Set max_t to the epochs, or lower the stage's epochs",
+        )
 
 
 def _parse_stage(value: Any, index: int) -> StageSpec:
@@ -238,6 +252,11 @@ def _parse_stage(value: Any, index: int) -> StageSpec:
     for k in resources:
         if k not in ("cpu", "gpu"):
             raise _unknown(k, ("cpu", "gpu"), f"{key}.resources")
+    cpu = _number(resources.get("cpu", 1), f"{key}.resources.cpu", 0.0)
+    gpu = _number(resources.get("gpu", 0), f"{key}.resources.gpu", 0.0)
+    if cpu == 0 and gpu == 0:
+        # Such trials would never wait for the cluster: Tune would start them all at once.
+        raise SweepError(f"{key}.resources", "a trial needs cpu > 0 or gpu > 0, got {cpu: 0, gpu: 0}")
     epochs = section.get("epochs")
     if epochs is not None:
         epochs = _int(epochs, f"{key}.epochs", 1)
@@ -252,8 +271,8 @@ def _parse_stage(value: Any, index: int) -> StageSpec:
         raise SweepError(f"{key}.allow_cpu", f"expected true or false, got {allow_cpu!r}")
     return StageSpec(
         name=name,
-        cpu=_number(resources.get("cpu", 1), f"{key}.resources.cpu", 0.0),
-        gpu=_number(resources.get("gpu", 0), f"{key}.resources.gpu", 0.0),
+        cpu=cpu,
+        gpu=gpu,
         num_samples=_int(section.get("num_samples", 1), f"{key}.num_samples", 1),
         epochs=epochs,
         scheduler=_parse_scheduler(section.get("scheduler"), f"{key}.scheduler", epochs),
@@ -320,6 +339,13 @@ def parse_sweep(raw: Mapping[str, Any], *, path: Path, profile: str | None = Non
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise SweepError("stages", f"stage names must be unique, got {names}")
+    estimator = base_config.get("estimator")
+    params = estimator.get("params") if isinstance(estimator, Mapping) else None
+    base_epochs = params.get("epochs") if isinstance(params, Mapping) else None
+    for stage in stages:
+        if stage.epochs is None:  # the run's epochs come from an override or the base config
+            planned = stage.overrides.get("estimator.params.epochs", base_epochs)
+            _check_max_t(stage.scheduler, planned, f"stages.{stage.name}.scheduler")
     hang = _number(data.get("hang_timeout_s", 600), "hang_timeout_s", 1.0)
     return SweepSpec(
         name=name,
@@ -360,7 +386,9 @@ def _representative_values(spec: Any) -> list[Any]:
         return list(arg)
     if kind == "randint":
         return [arg[0], arg[1] - 1]
-    return [arg[0], arg[1]]
+    # uniform and loguniform sample floats even between integer bounds (tune.uniform(8, 64) gives
+    # 23.7), so the values checked are floats too.
+    return [float(arg[0]), float(arg[1])]
 
 
 def validate_trial_configs(spec: SweepSpec) -> int:
@@ -371,6 +399,16 @@ def validate_trial_configs(spec: SweepSpec) -> int:
     """
     checked = 0
     for stage in spec.stages:
+        # The stage's own overrides first, so a bad override is blamed on the stage, not on
+        # whichever search-space key happens to be tried first.
+        try:
+            parse_run_config(
+                apply_overrides(spec.base_config, stage.run_overrides()),
+                base_dir=spec.base_config_path.parent,
+                source=str(spec.base_config_path),
+            )
+        except ConfigError as exc:
+            raise SweepError(f"stages.{stage.name}.overrides", f"makes an invalid run config: {exc}") from exc
         for path, values in [(p, _representative_values(v)) for p, v in spec.search_space.items()] or [(None, [None])]:
             for value in values:
                 overrides = stage.run_overrides()

@@ -26,7 +26,7 @@ from sweeps.spec import StageSpec, SweepSpec, grid_size, to_param_space
 from sweeps.trainable import hisso_trial
 from sweeps.watchdog import HangGuard
 
-__all__ = ["StageResult", "TrialOutcome", "GPUUnavailableError", "run_stage", "run_sweep", "format_summary", "gpu_capacity"]
+__all__ = ["StageResult", "TrialOutcome", "GPUUnavailableError", "StageInterruptedError", "run_stage", "run_sweep", "format_summary", "gpu_capacity"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,17 @@ PASSING = ("SUCCESS", "PRUNED")
 
 class GPUUnavailableError(RuntimeError):
     """A GPU stage was asked for on a cluster that has no GPU and cannot add one."""
+
+
+class StageInterruptedError(RuntimeError):
+    """Tune returned before every trial of a stage finished (Ctrl-C / SIGINT): resume the sweep."""
+
+    def __init__(self, stage: str, finished: int, expected: int) -> None:
+        super().__init__(
+            f"stage {stage!r} was interrupted with {finished} of {expected} trials finished; its state is saved: "
+            "continue it with --resume (finished trials are not re-run)"
+        )
+        self.stage = stage
 
 
 @dataclass(frozen=True)
@@ -107,6 +118,22 @@ def gpu_capacity() -> tuple[float, float]:
     except Exception:  # no autoscaler, or an older GCS: nothing can be added
         limits = {}
     return present, float(limits.get("GPU", 0) or 0)
+
+
+def _needs_cpu_fallback(stage: StageSpec, allow_cpu: bool) -> bool:
+    """True when a GPU stage must run on CPU; GPUUnavailableError when it may not."""
+    if not stage.wants_gpu:
+        return False
+    present, addable = gpu_capacity()
+    if present > 0 or addable > 0:
+        return False
+    if not (allow_cpu or stage.allow_cpu):
+        raise GPUUnavailableError(
+            f"stage {stage.name!r} asks for {stage.gpu:g} GPU per trial, but the cluster has no GPU and "
+            "no autoscaler node type that adds one. Join a GPU cluster with --address, or pass "
+            "--allow-cpu to run this stage on CPU."
+        )
+    return True
 
 
 def _trial_dirname(trial) -> str:
@@ -202,18 +229,9 @@ def run_stage(
         logger.info("stage %s already finished (%s): not re-run", stage.name, status_file)
         return StageResult.from_json(json.loads(status_file.read_text()))
 
-    cpu_only = False
-    if stage.wants_gpu:
-        present, addable = gpu_capacity()
-        if present <= 0 and addable <= 0:
-            if not (allow_cpu or stage.allow_cpu):
-                raise GPUUnavailableError(
-                    f"stage {stage.name!r} asks for {stage.gpu:g} GPU per trial, but the cluster has no GPU and "
-                    "no autoscaler node type that adds one. Join a GPU cluster with --address, or pass "
-                    "--allow-cpu to run this stage on CPU."
-                )
-            cpu_only = True
-            logger.warning("stage %s: no GPU in the cluster; running on CPU as allowed (--allow-cpu)", stage.name)
+    cpu_only = _needs_cpu_fallback(stage, allow_cpu)
+    if cpu_only:
+        logger.warning("stage %s: no GPU in the cluster; running on CPU as allowed (--allow-cpu)", stage.name)
 
     guard = _scheduler(stage, spec, stage_dir)
     trainable = _trainable(spec, stage, cpu_only)
@@ -252,6 +270,16 @@ def run_stage(
         )
     results = tuner.fit()
     hung_trials = HangGuard.load_record(stage_dir / HUNG_RECORD)
+    # Tune returns early on SIGINT: it saves the experiment state, then marks the trials it stops
+    # TERMINATED in memory, so the ResultGrid cannot tell an interrupted stage from a finished one.
+    # The saved state can: interrupted trials are still RUNNING or PENDING there, and trials not yet
+    # generated are missing. Writing stage_status.json now would mark the stage finished and
+    # --resume would skip it.
+    expected = stage.num_samples * grid_size(spec.search_space)
+    saved = tune.ExperimentAnalysis(str(stage_dir)).trials
+    ended = sum(1 for t in saved if t.status in ("TERMINATED", "ERROR"))
+    if ended < max(expected, len(saved)):
+        raise StageInterruptedError(stage.name, ended, expected)
     outcomes = tuple(sorted((_outcome(r, hung_trials) for r in results), key=lambda t: t.trial_id))
     trials = len(outcomes)
     fraction = sum(1 for t in outcomes if t.outcome in PASSING) / trials if trials else 0.0
@@ -290,9 +318,16 @@ def run_sweep(
     verbose: int = 1,
 ) -> list[StageResult]:
     """Run the stages in order; stop at the first stage that fails its pass rule."""
+    chosen = [s for s in spec.stages if stages is None or s.name in stages]
+    for stage in chosen:
+        if resume and (sweep_dir / stage.name / STAGE_STATUS).is_file():
+            continue  # finished before the interruption: not run again
+        # Refuse a GPU stage that can never start before any earlier stage spends its trials (and
+        # before the sweep folder exists, so the same --name works with --allow-cpu); run_stage
+        # checks again when the stage's turn comes.
+        _needs_cpu_fallback(stage, allow_cpu)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     _record_sweep(spec, sweep_dir, stages=stages, allow_cpu=allow_cpu, resume=resume)
-    chosen = [s for s in spec.stages if stages is None or s.name in stages]
     results: list[StageResult] = []
     for stage in chosen:
         logger.info("stage %s: starting (%d trial(s) per sample set)", stage.name, stage.num_samples * grid_size(spec.search_space))

@@ -187,6 +187,9 @@ class BasePSANNEstimator:
                 f"{name} must be 2-D (n_samples, n_features); got 1-D shape {tuple(tensor.shape)}. "
                 "Reshape with X.reshape(-1, 1) for a single feature."
             )
+        if tensor[0].numel() == 0:
+            # Without this a zero-width layer reached siren_init_ and died with ZeroDivisionError.
+            raise ValueError(f"{name} has 0 features (shape {tuple(tensor.shape)}); at least 1 is required")
         return tensor
 
     def _check_y(self, y: Any, X: torch.Tensor, device: torch.device, *, name: str = "y") -> torch.Tensor:
@@ -433,11 +436,14 @@ def training_state(loop: TrainingLoop) -> dict[str, Any]:
     the live model and optimiser, which keep training in place after the snapshot is taken.
     """
     net = getattr(loop.model, "net", loop.model)
+    best_net = getattr(loop.best_model, "net", loop.best_model)
     return copy.deepcopy({
         "format": 1,
         "phase": loop.config.phase,
         "model": loop.model.state_dict(),
         "depth": getattr(net, "depth", None),
+        # Progressive depth may have grown the net since the best epoch's snapshot was taken.
+        "best_depth": getattr(best_net, "depth", None),
         "loop": loop.state_dict(),
         "phase_state": loop.phase_ref.state_dict(),
         "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in loop.callbacks],
@@ -454,7 +460,13 @@ def restore_training_state(loop: TrainingLoop, phase: Any, state: Mapping[str, A
         while net.depth < depth:
             loop.add_parameters(net.add_blocks(1))
     loop.model.load_state_dict(state["model"])
-    loop.load_state_dict(state["loop"])
+    best_template = None
+    best_depth = state.get("best_depth")
+    if best_depth is not None and depth is not None and best_depth < depth:
+        # The best epoch ran on a shallower net: rebuild that shape so its weights load.
+        best_template = copy.deepcopy(loop.model)
+        del getattr(best_template, "net", best_template).blocks[best_depth:]
+    loop.load_state_dict(state["loop"], best_template=best_template)
     phase.load_state_dict(state["phase_state"])
     for callback, cb_state in zip(loop.callbacks, state.get("callbacks", [])):
         if cb_state is not None and hasattr(callback, "load_state_dict"):

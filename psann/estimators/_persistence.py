@@ -60,6 +60,9 @@ def save_estimator(estimator: Any, path: str | os.PathLike, *, overwrite: bool =
             "y_was_1d": bool(getattr(estimator, "y_was_1d_", False)),
             "output_shape": _jsonable(getattr(estimator, "output_shape_", None)),
             "depth": getattr(net, "depth", None),
+            # w0 is an attribute, not a weight: the warm-up schedule (or a best-epoch restore in
+            # the middle of it) can leave it away from the first_layer_w0 parameter.
+            "first_layer_w0": getattr(net, "first_layer_w0", None),
             "seed": getattr(estimator, "seed_", None),
             "best_epoch": getattr(estimator, "best_epoch_", None),
         },
@@ -112,6 +115,7 @@ def _read_metadata(path: Path) -> dict[str, Any]:
 def _upgrade(metadata: dict[str, Any]) -> dict[str, Any]:
     """Fill keys that older format versions lack (version 1 is the first; nothing to do yet)."""
     metadata.setdefault("hisso", None)
+    metadata.get("fitted", {}).setdefault("first_layer_w0", None)  # absent before w0 was recorded
     return metadata
 
 
@@ -141,6 +145,8 @@ def load_estimator(cls: type, path: str | os.PathLike, *, device: str | torch.de
     depth = fitted.get("depth")
     if depth is not None and hasattr(net, "add_blocks") and net.depth < depth:
         net.add_blocks(depth - net.depth)
+    if fitted.get("first_layer_w0") is not None and hasattr(net, "set_first_layer_w0"):
+        net.set_first_layer_w0(float(fitted["first_layer_w0"]))
     dim_in = int(fitted["dim_in"])
     model = _Standardised(net, torch.zeros(dim_in), torch.ones(dim_in)).to(resolved)
     try:

@@ -48,7 +48,9 @@ class WaveBlock(nn.Module):
         self.alpha = nn.Parameter(torch.zeros(()))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.w0 * self.linear(x)
+        h = self.linear(x)
+        if self.w0 != 1.0:  # hidden_w0 defaults to 1: skip a full-size multiply that changes nothing
+            h = self.w0 * h
         if self.film_scale is not None:
             if context is None:
                 raise ValueError("WaveBlock was built with context_dim > 0 but no context was given")

@@ -46,11 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(message: object) -> str:
+    """Bad-input errors are one line (YAML parser messages span several)."""
+    return " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.run_name is not None and (
+            not args.run_name or args.run_name in (".", "..") or Path(args.run_name).name != args.run_name
+        ):
+            raise ConfigError("--run-name", f"expected a folder name without path separators, got {args.run_name!r}")
         config = load_run_config(args.config)
-        dataset = load_dataset(config)
         if args.device is not None:
             from psann.estimators import resolve_device
 
@@ -58,8 +66,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 resolve_device(args.device)
             except (ValueError, RuntimeError) as exc:
                 raise ConfigError("--device", str(exc)) from exc
+        try:
+            dataset = load_dataset(config)
+        except ConfigError:
+            raise
+        except Exception:
+            # A loader that crashes is a failed run, not bad input: execute_run loads the data again
+            # inside its error handling, so metrics.json and events.csv record the traceback (exit 1).
+            dataset = None
     except (ConfigError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     run_name = args.run_name or f"{args.config.stem}-{stamp}"

@@ -1,0 +1,28 @@
+"""Arrow results store: ingest sweep folders into Parquet tables and query them.
+
+    python -m sweeps.results ingest runs/sweeps/hisso_wave
+    python -m sweeps.results query runs/sweeps/hisso_wave --where "status == 'SUCCESS'" \
+        --sort val_loss --top 10
+    python -m sweeps.results summary runs/sweeps/hisso_wave
+
+The tables are documented in docs/results.md.
+"""
+
+from ._ingest import IngestReport, ingest_sweep
+from ._query import load_events, load_trials, query, sql, summary
+from ._schema import TRIAL_STATUSES, SchemaConflictError
+from ._where import WhereError, parse_where
+
+__all__ = [
+    "IngestReport",
+    "SchemaConflictError",
+    "TRIAL_STATUSES",
+    "WhereError",
+    "ingest_sweep",
+    "load_events",
+    "load_trials",
+    "parse_where",
+    "query",
+    "sql",
+    "summary",
+]

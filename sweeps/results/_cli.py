@@ -1,0 +1,167 @@
+"""`python -m sweeps.results {ingest,query,summary}`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any, Sequence
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from ._ingest import ingest_sweep
+from ._query import query, sql, summary
+from ._schema import SchemaConflictError
+
+# Shown by `query --format table` when no --columns are given (the table has ~80 columns),
+# followed by up to six parameters that vary between the rows shown.
+DEFAULT_TABLE_COLUMNS = (
+    "stage", "trial_id", "status", "val_loss", "best_epoch", "train_loss", "test_loss",
+    "reward_mean", "throughput_eps_per_sec", "duration_seconds",
+)
+_CELL_WIDTH = 40
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sweeps.results",
+        description="Gather sweep trial folders into Parquet tables and query them.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="read a sweep folder into <sweep>/tables/")
+    p.add_argument("path", help="sweep folder (or a folder of run folders); local path or URI")
+
+    p = sub.add_parser("query", help="filter, sort and print a results table")
+    p.add_argument("path", help="sweep folder that holds tables/ (or the tables folder)")
+    p.add_argument("--table", choices=("trials", "events"), default="trials")
+    p.add_argument("--stage", action="append", help="only this stage (repeatable)")
+    p.add_argument("--where", help="filter, e.g. \"val_loss < 0.5 and status == 'SUCCESS'\"")
+    p.add_argument("--sort", action="append", help="sort by this column (repeatable or a,b)")
+    p.add_argument("--descending", "--desc", action="store_true", help="sort largest first")
+    p.add_argument("--top", type=int, help="keep the first N rows (after sorting)")
+    p.add_argument("--columns", action="append",
+                   help="columns to print (repeatable or comma-separated); default: all "
+                        "(a compact set for --format table)")
+    p.add_argument("--sql", help="a DuckDB SQL statement over `trials` and `events` "
+                                 "(needs the 'sql' extra); replaces the other query flags")
+    _add_format(p)
+
+    p = sub.add_parser("summary", help="per-stage status counts and the best trial")
+    p.add_argument("path", help="sweep folder that holds tables/")
+    _add_format(p)
+    return parser
+
+
+def _add_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+
+def _split(values: Sequence[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "ingest":
+            report = ingest_sweep(args.path)
+            print(
+                f"{report.sweep}: {report.trials_added} trials added, {report.trials_updated} "
+                f"updated, {report.trials_removed} removed, {report.trials_unchanged} unchanged; "
+                f"{report.events_added:+d} event rows; {report.incomplete} incomplete; "
+                f"tables in {report.tables_path} ({report.duration_seconds:.1f} s)"
+            )
+            for warning in report.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+            return 0
+        if args.command == "summary":
+            _print(summary(args.path), args.format)
+            return 0
+        if args.sql:
+            used = [f"--{n}" for n in ("stage", "where", "sort", "top", "columns")
+                    if getattr(args, n) not in (None, False)]
+            if used or args.descending or args.table != "trials":
+                parser.error(f"--sql replaces the other query flags; drop {', '.join(used) or '--table/--descending'}")
+            _print(sql(args.path, args.sql), args.format)
+            return 0
+        columns = _split(args.columns)
+        table = query(
+            args.path,
+            stage=args.stage,
+            where=args.where,
+            sort=_split(args.sort),
+            descending=args.descending,
+            top=args.top,
+            columns=columns,
+            table=args.table,
+        )
+        if columns is None and args.format == "table" and args.table == "trials":
+            shown = [c for c in DEFAULT_TABLE_COLUMNS if c in table.column_names]
+            table = table.select(shown + _varying_params(table)[:6])
+        _print(table, args.format)
+        return 0
+    except (FileNotFoundError, ValueError, ImportError, SchemaConflictError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _varying_params(table: pa.Table) -> list[str]:
+    """params_* columns whose value differs between the rows shown (the swept ones)."""
+    varying = []
+    for name in table.column_names:
+        if name.startswith("params_") and len(set(table[name].to_pylist())) > 1:
+            varying.append(name)
+    return varying
+
+
+def _print(table: pa.Table, fmt: str) -> None:
+    if fmt == "csv":
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(table, sink)
+        sys.stdout.write(sink.getvalue().to_pybytes().decode())
+    elif fmt == "json":
+        rows = [{k: _json_value(v) for k, v in row.items()} for row in table.to_pylist()]
+        sys.stdout.write(json.dumps(rows, indent=1) + "\n")
+    else:
+        sys.stdout.write(format_table(table) + "\n")
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    text = str(value).replace("\n", " ⏎ ")
+    return text if len(text) <= _CELL_WIDTH else text[: _CELL_WIDTH - 1] + "…"
+
+
+def format_table(table: pa.Table) -> str:
+    """A plain aligned text table (numbers right-aligned), with a row count footer."""
+    names = table.column_names
+    if not names:
+        return "(no columns)"
+    cells = [[_cell(v) for v in table[name].to_pylist()] for name in names]
+    numeric = [pa.types.is_integer(f.type) or pa.types.is_floating(f.type) for f in table.schema]
+    widths = [max([len(n)] + [len(c) for c in col]) for n, col in zip(names, cells)]
+    lines = ["  ".join(n.rjust(w) if num else n.ljust(w) for n, w, num in zip(names, widths, numeric)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    for i in range(table.num_rows):
+        lines.append("  ".join(
+            col[i].rjust(w) if num else col[i].ljust(w) for col, w, num in zip(cells, widths, numeric)
+        ).rstrip())
+    lines.append(f"({table.num_rows} row{'s' if table.num_rows != 1 else ''})")
+    return "\n".join(lines)

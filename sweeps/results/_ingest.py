@@ -1,0 +1,311 @@
+"""Ingest: walk a sweep folder and write the `trials` and `events` Parquet datasets.
+
+Incremental: each trials row carries a fingerprint of the files it came from (size and mtime);
+an ingest re-reads only trials whose fingerprint changed and rewrites only the stage partitions
+that changed (or whose schema grew).  Idempotent: the tables are a function of the folder.
+Reading one trial folder lives in _trial.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+
+from . import _schema as S
+from . import _store
+from ._trial import Stage, discover, fingerprint, read_trial
+
+logger = logging.getLogger(__name__)
+
+_READ_WORKERS = min(8, 2 * (os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    """What one ingest did.
+
+    trials_* count trial folders (removed: rows whose folder or stage is gone); events_added is
+    the net change in event rows; stages_written the partitions rewritten; incomplete the
+    INCOMPLETE trials among those read this time; warnings problems that affect a whole stage
+    (per-trial problems are in the trials table's ingest_notes column).
+    """
+
+    sweep: str
+    tables_path: str
+    trials_added: int
+    trials_updated: int
+    trials_removed: int
+    trials_unchanged: int
+    events_added: int
+    stages_written: tuple[str, ...]
+    incomplete: int
+    warnings: tuple[str, ...] = ()
+    duration_seconds: float = 0.0
+
+
+def ingest_sweep(
+    sweep_path: str | os.PathLike, *, filesystem: pafs.FileSystem | None = None
+) -> IngestReport:
+    """Read every trial folder of a sweep and (re)write `<sweep>/tables/{trials,events}`.
+
+    `sweep_path` is a sweep folder (stage folders of Tune trials), or a folder of plain run
+    folders (stage "runs"); a local path, a pyarrow filesystem URI, or a path on `filesystem`.
+
+    Example::
+
+        report = ingest_sweep("runs/sweeps/hisso_wave")
+        print(report.trials_added, report.tables_path)
+    """
+    started = time.perf_counter()
+    fs, root = _store.resolve(sweep_path, filesystem)
+    info = fs.get_file_info(root)
+    if info.type != pafs.FileType.Directory:
+        raise FileNotFoundError(f"sweep folder {root!r} does not exist or is not a folder")
+    sweep = _store.basename(root)
+    warnings: list[str] = []
+    stages = discover(fs, root, warnings)
+    if not stages:
+        warnings.append(f"no trial folders found under {root!r} (expected <stage>/<trial>/ "
+                        f"or <run>/ folders holding metrics.json, events.csv or params.json)")
+
+    tables = _store.join(root, _store.TABLES_DIR)
+    trials_dir, events_dir = _store.join(tables, "trials"), _store.join(tables, "events")
+    for table_dir in (trials_dir, events_dir):
+        if _store.is_dir(fs, table_dir):
+            _store.remove_stale_temporaries(fs, table_dir)
+
+    old_stages = set(_store.existing_stages(fs, trials_dir)) | set(
+        _store.existing_stages(fs, events_dir)
+    )
+    counts = dict(added=0, updated=0, removed=0, unchanged=0, events=0)
+    plans: dict[str, tuple[pa.Table | None, pa.Table | None, list[dict], list[pa.Table]]] = {}
+    to_read: list[TrialSource] = []
+    for stage in stages.values():
+        for src in stage.sources:
+            src.fingerprint = fingerprint(sweep, src)
+        old_trials = _read_existing(fs, trials_dir, stage.name, warnings)
+        old_prints: dict[str, str] = {}
+        old_ids: dict[str, str] = {}
+        if old_trials is not None and {"trial_dir", "source_fingerprint"} <= set(
+            old_trials.column_names
+        ):
+            for d, fp, tid in zip(
+                old_trials["trial_dir"].to_pylist(),
+                old_trials["source_fingerprint"].to_pylist(),
+                old_trials["trial_id"].to_pylist(),
+            ):
+                old_prints[d], old_ids[d] = fp, tid
+        else:
+            old_trials = None
+        current = {src.dir_name for src in stage.sources}
+        changed = [s for s in stage.sources if old_prints.get(s.dir_name) != s.fingerprint]
+        removed = set(old_prints) - current
+        counts["added"] += sum(s.dir_name not in old_prints for s in changed)
+        counts["updated"] += sum(s.dir_name in old_prints for s in changed)
+        counts["removed"] += len(removed)
+        counts["unchanged"] += len(stage.sources) - len(changed)
+        if not changed and not removed and old_trials is not None:
+            continue  # nothing to do; the (large) events partition is not even read
+        # Without a readable trials partition every trial is re-read, so old events go too.
+        old_events = (
+            _read_existing(fs, events_dir, stage.name, warnings) if old_trials is not None else None
+        )
+        stale_dirs = removed | {s.dir_name for s in changed}
+        stale_ids = {old_ids[d] for d in stale_dirs if d in old_ids}
+        if old_trials is not None:
+            old_trials = _drop_empty_extras(old_trials.filter(
+                pc.invert(pc.is_in(old_trials["trial_dir"], pa.array(sorted(stale_dirs), S.STR)))
+            ), S.KNOWN_TRIAL_TYPES)
+        if old_events is not None and "trial_id" in old_events.column_names:
+            before = old_events.num_rows
+            old_events = _drop_empty_extras(old_events.filter(
+                pc.invert(pc.is_in(old_events["trial_id"], pa.array(sorted(stale_ids), S.STR)))
+            ), S.KNOWN_EVENT_TYPES)
+            counts["events"] -= before - old_events.num_rows
+        else:
+            old_events = None
+        plans[stage.name] = (old_trials, old_events, [], [])
+        to_read.extend(changed)
+
+    with ThreadPoolExecutor(max_workers=_READ_WORKERS) as pool:
+        for src, (row, events) in zip(to_read, pool.map(lambda s: read_trial(fs, sweep, s), to_read)):
+            plans[src.stage][2].append(row)
+            if events is not None:
+                plans[src.stage][3].append(events)
+                counts["events"] += events.num_rows
+
+    # Stages that vanished from disk lose their partitions.
+    for gone in sorted(old_stages - set(stages)):
+        plans.setdefault(gone, (None, None, [], []))
+        counts["removed"] += _count_rows(fs, trials_dir, gone)
+        counts["events"] -= _count_rows(fs, events_dir, gone)
+
+    new_trials = {name: _trials_table(plan[2], plan[0]) for name, plan in plans.items()}
+    new_events = {name: _events_table(plan[3], plan[1]) for name, plan in plans.items()}
+    trial_schema = _unified_schema(
+        fs, trials_dir, stages, new_trials, S.KNOWN_TRIAL_TYPES, S.order_trial_columns
+    )
+    event_schema = _unified_schema(
+        fs, events_dir, stages, new_events, S.KNOWN_EVENT_TYPES, S.order_event_columns
+    )
+    # A stage left alone must still be rewritten when the shared schema grew.
+    for name in sorted(set(stages) - set(plans)):
+        for table_dir, schema in ((trials_dir, trial_schema), (events_dir, event_schema)):
+            stored = _store.partition_schema(fs, table_dir, name)
+            if stored is not None and not stored.equals(_without_stage(schema)):
+                new_trials.setdefault(name, _read_existing(fs, trials_dir, name, warnings))
+                new_events.setdefault(name, _read_existing(fs, events_dir, name, warnings))
+
+    written = sorted(new_trials)
+    for name in written:
+        events = _conform(new_events.get(name), event_schema, sort=("trial_id", "seq"))
+        trials = _conform(new_trials.get(name), trial_schema, sort=("trial_id", "trial_dir"))
+        # Events first: the fingerprints in trials are what make a later ingest skip a trial,
+        # so they must never be newer than the events beside them.
+        _store.write_partition(fs, events_dir, name, events)
+        _store.write_partition(fs, trials_dir, name, trials)
+
+    incomplete = sum(
+        row["status"] == "INCOMPLETE" for plan in plans.values() for row in plan[2]
+    )
+    report = IngestReport(
+        sweep=sweep,
+        tables_path=tables,
+        trials_added=counts["added"],
+        trials_updated=counts["updated"],
+        trials_removed=counts["removed"],
+        trials_unchanged=counts["unchanged"],
+        events_added=counts["events"],
+        stages_written=tuple(written),
+        incomplete=incomplete,
+        warnings=tuple(warnings),
+        duration_seconds=time.perf_counter() - started,
+    )
+    logger.info(
+        "ingested %s: %d added, %d updated, %d removed, %d unchanged, %+d events (%.1f s)",
+        sweep, report.trials_added, report.trials_updated, report.trials_removed,
+        report.trials_unchanged, report.events_added, report.duration_seconds,
+    )
+    return report
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _read_existing(
+    fs: pafs.FileSystem, table_dir: str, stage: str, warnings: list[str]
+) -> pa.Table | None:
+    try:
+        return _store.read_partition(fs, table_dir, stage)
+    except (OSError, pa.ArrowInvalid) as exc:
+        message = f"existing {table_dir} stage={stage} unreadable ({exc}); rebuilt from the folders"
+        logger.warning(message)
+        warnings.append(message)
+        return None
+
+
+def _count_rows(fs: pafs.FileSystem, table_dir: str, stage: str) -> int:
+    table = _read_existing(fs, table_dir, stage, [])
+    return 0 if table is None else table.num_rows
+
+
+def _trials_table(rows: list[dict[str, Any]], kept: pa.Table | None) -> pa.Table | None:
+    if not rows:
+        return kept
+    named: list[tuple[str, pa.DataType, str]] = []
+    names: dict[str, None] = {}
+    for row in rows:
+        where = f"stage {row['stage']!r} trial {row['trial_dir']!r}"
+        for name, value in row.items():
+            names.setdefault(name)
+            type_ = S.KNOWN_TRIAL_TYPES.get(name) or S.infer_type(value)
+            named.append((name, type_, where))
+    for name, type_ in S.KNOWN_TRIAL_TYPES.items():
+        named.append((name, type_, "the contract"))
+        names.setdefault(name)
+    if kept is not None:
+        named.extend((f.name, f.type, f"the existing table (stage {rows[0]['stage']!r})") for f in kept.schema)
+    types = S.unify_columns(named)
+    table = pa.table(
+        {name: pa.array([row.get(name) for row in rows], types[name]) for name in names}
+    )
+    if kept is not None and kept.num_rows:
+        table = pa.concat_tables([_cast_to(kept, types), _cast_to(table, types)])
+    return _drop_empty_extras(table, S.KNOWN_TRIAL_TYPES)
+
+
+def _events_table(parts: list[pa.Table], kept: pa.Table | None) -> pa.Table | None:
+    tables = ([kept] if kept is not None and kept.num_rows else []) + parts
+    if not tables:
+        return kept
+    if len({t.schema for t in tables}) == 1:
+        table = pa.concat_tables(tables)
+    else:
+        named = [(f.name, f.type, "events.csv") for t in tables for f in t.schema]
+        named += [(n, t, "the contract") for n, t in S.KNOWN_EVENT_TYPES.items()]
+        types = S.unify_columns(named)
+        table = pa.concat_tables([_cast_to(t, types) for t in tables])
+    return _drop_empty_extras(table, S.KNOWN_EVENT_TYPES)
+
+
+def _drop_empty_extras(table: pa.Table, known: dict[str, pa.DataType]) -> pa.Table:
+    """Drop non-contract columns without a single value, so that a column exists exactly when
+    some trial has a value for it (whatever order the trials were ingested in)."""
+    empty = [
+        f.name for f in table.schema
+        if f.name not in known and table[f.name].null_count == table.num_rows
+    ]
+    return table.drop_columns(empty) if empty else table
+
+
+def _cast_to(table: pa.Table, types: dict[str, pa.DataType]) -> pa.Table:
+    columns = {}
+    for name, type_ in types.items():
+        if name in table.column_names:
+            column = table[name]
+            columns[name] = column if column.type == type_ else column.cast(type_)
+        else:
+            columns[name] = pa.nulls(table.num_rows, type_)
+    return pa.table(columns)
+
+
+def _unified_schema(
+    fs: pafs.FileSystem,
+    table_dir: str,
+    stages: dict[str, Stage],
+    new_tables: dict[str, pa.Table | None],
+    known: dict[str, pa.DataType],
+    order,
+) -> pa.Schema:
+    named = [(n, t, "the contract") for n, t in known.items()]
+    for name, table in sorted(new_tables.items()):
+        if table is not None:
+            named.extend((f.name, f.type, f"stage {name!r}") for f in table.schema)
+    for name in sorted(set(stages) - set(new_tables)):
+        schema = _store.partition_filled_schema(fs, table_dir, name, set(known))
+        if schema is not None:
+            named.extend((f.name, f.type, f"the existing table (stage {name!r})") for f in schema)
+    types = S.unify_columns(named)
+    return pa.schema([(n, types[n]) for n in order(types)])
+
+
+def _without_stage(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([f for f in schema if f.name != "stage"])
+
+
+def _conform(table: pa.Table | None, schema: pa.Schema, sort: tuple[str, ...]) -> pa.Table | None:
+    """Cast to the shared schema (minus the partition column) in a deterministic row order."""
+    if table is None or table.num_rows == 0:
+        return None
+    target = _without_stage(schema)
+    table = _cast_to(table, {f.name: f.type for f in target})
+    table = table.sort_by([(k, "ascending") for k in sort])
+    return table.combine_chunks()

@@ -1,0 +1,190 @@
+"""Where the tables live and how they are written and read (local paths or pyarrow URIs).
+
+Layout: ``<sweep>/tables/{trials,events}/stage=<stage>/part-0.parquet``.  Each stage partition
+is written into a hidden temporary folder beside its final place and then swapped in with two
+renames, so a reader sees either the old partition or the new one, never a half-written file.
+Hidden names (leading ".") are skipped by pyarrow.dataset and DuckDB's hive discovery.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+
+logger = logging.getLogger(__name__)
+
+TABLES_DIR = "tables"
+TABLE_NAMES = ("trials", "events")
+PARTITIONING = ds.partitioning(pa.schema([("stage", pa.string())]), flavor="hive")
+
+
+def resolve(
+    path: str | os.PathLike, filesystem: pafs.FileSystem | None = None
+) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it) for a local path, a URI, or a path on `filesystem`."""
+    if filesystem is not None:
+        return filesystem, str(path).rstrip("/") or "/"
+    text = os.fspath(path)
+    if "://" in text:
+        fs, inner = pafs.FileSystem.from_uri(text)
+        return fs, inner.rstrip("/") or "/"
+    return pafs.LocalFileSystem(), str(Path(text).expanduser().resolve())
+
+
+def join(first: str, *rest: str) -> str:
+    return "/".join([first.rstrip("/")] + [p.strip("/") for p in rest])
+
+
+def basename(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def list_dir(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
+    return fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=False))
+
+
+def is_dir(fs: pafs.FileSystem, path: str) -> bool:
+    return fs.get_file_info(path).type == pafs.FileType.Directory
+
+
+def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
+    with fs.open_input_stream(path) as stream:
+        return stream.read()
+
+
+def partition_dir_name(stage: str) -> str:
+    # The same percent-encoding pyarrow's hive partitioning decodes on read.
+    return "stage=" + quote(stage, safe="")
+
+
+def tables_root(fs: pafs.FileSystem, path: str) -> str | None:
+    """The tables folder for a sweep folder, or `path` itself when it is a tables folder."""
+    for candidate in (join(path, TABLES_DIR), path):
+        if any(is_dir(fs, join(candidate, name)) for name in TABLE_NAMES):
+            return candidate
+    return None
+
+
+def read_partition(fs: pafs.FileSystem, table_dir: str, stage: str) -> pa.Table | None:
+    """One stage partition as a table (without the stage column), or None when absent."""
+    path = join(table_dir, partition_dir_name(stage))
+    if not is_dir(fs, path):
+        return None
+    return ds.dataset(path, format="parquet", filesystem=fs).to_table()
+
+
+def partition_schema(fs: pafs.FileSystem, table_dir: str, stage: str) -> pa.Schema | None:
+    path = join(table_dir, partition_dir_name(stage))
+    if not is_dir(fs, path):
+        return None
+    return ds.dataset(path, format="parquet", filesystem=fs).schema
+
+
+def partition_filled_schema(
+    fs: pafs.FileSystem, table_dir: str, stage: str, known: set[str]
+) -> pa.Schema | None:
+    """A partition's schema without the columns outside `known` that hold only nulls.
+
+    Uses the Parquet footers' null counts, so the data is not read.  Such columns exist only
+    because another partition had values for them when this one was written.
+    """
+    path = join(table_dir, partition_dir_name(stage))
+    if not is_dir(fs, path):
+        return None
+    dataset = ds.dataset(path, format="parquet", filesystem=fs)
+    schema = dataset.schema
+    candidates = [f.name for f in schema if f.name not in known]
+    filled: set[str] = set()
+    for fragment in dataset.get_fragments():
+        meta = fragment.metadata
+        for name in candidates:
+            index = schema.get_field_index(name)
+            if pa.types.is_null(schema.field(name).type) or index < 0:
+                continue
+            for group in range(meta.num_row_groups):
+                stats = meta.row_group(group).column(index).statistics
+                if stats is None or not stats.has_null_count or stats.null_count < meta.row_group(group).num_rows:
+                    filled.add(name)
+                    break
+    return pa.schema([f for f in schema if f.name in known or f.name in filled])
+
+
+def existing_stages(fs: pafs.FileSystem, table_dir: str) -> list[str]:
+    """Stages that have a partition folder under `table_dir`."""
+    return sorted(
+        unquote(info.base_name[len("stage="):])
+        for info in list_dir(fs, table_dir)
+        if info.type == pafs.FileType.Directory and info.base_name.startswith("stage=")
+    )
+
+
+def open_dataset(fs: pafs.FileSystem, table_dir: str) -> ds.Dataset | None:
+    """The hive-partitioned dataset with the union of its partitions' schemas, or None."""
+    if not is_dir(fs, table_dir):
+        return None
+    dataset = ds.dataset(table_dir, format="parquet", filesystem=fs, partitioning=PARTITIONING)
+    fragments = list(dataset.get_fragments())
+    if not fragments:
+        return None
+    # Partitions normally share one schema (ingest rewrites them when it grows); unifying here
+    # keeps reads correct even for tables written by an older version.
+    schema = pa.unify_schemas(
+        [f.physical_schema for f in fragments] + [PARTITIONING.schema],
+        promote_options="permissive",
+    )
+    return ds.dataset(
+        table_dir, format="parquet", filesystem=fs, partitioning=PARTITIONING, schema=schema
+    )
+
+
+def write_partition(
+    fs: pafs.FileSystem, table_dir: str, stage: str, table: pa.Table | None
+) -> None:
+    """Atomically replace one stage partition with `table` (None or empty removes it)."""
+    final = join(table_dir, partition_dir_name(stage))
+    token = uuid.uuid4().hex[:12]
+    fs.create_dir(table_dir, recursive=True)
+    tmp = join(table_dir, f".{partition_dir_name(stage)}.tmp-{token}")
+    if table is not None and table.num_rows:
+        ds.write_dataset(
+            table,
+            tmp,
+            format="parquet",
+            filesystem=fs,
+            basename_template="part-{i}.parquet",
+            file_options=ds.ParquetFileFormat().make_write_options(compression="zstd"),
+            max_rows_per_group=1 << 17,  # several row groups: parallel decoding on read
+            existing_data_behavior="error",
+        )
+    else:
+        tmp = None
+    old = None
+    if is_dir(fs, final):
+        old = join(table_dir, f".{partition_dir_name(stage)}.old-{token}")
+        fs.move(final, old)
+    if tmp is not None:
+        fs.move(tmp, final)
+    if old is not None:
+        fs.delete_dir(old)
+
+
+def remove_stale_temporaries(fs: pafs.FileSystem, table_dir: str) -> None:
+    """Delete leftovers of an interrupted ingest (hidden .tmp-/.old- partition folders)."""
+    for info in list_dir(fs, table_dir):
+        name = info.base_name
+        if not name.startswith(".stage="):
+            continue
+        final = join(table_dir, name[1:].rsplit(".", 1)[0])
+        if ".old-" in name and not is_dir(fs, final):
+            # Interrupted between the two renames of a swap: put the old partition back.
+            fs.move(info.path, final)
+        elif ".tmp-" in name or ".old-" in name:
+            logger.info("removing leftover %s from an interrupted ingest", info.path)
+            fs.delete_dir(info.path)

@@ -1,0 +1,404 @@
+"""Finding trial folders in a sweep and reading one trial folder into a row and its events.
+
+What is read, per trial folder (docs/run_outputs.md is the contract):
+- metrics.json and params.json: single JSON objects, parsed with json.loads on the bytes
+  (pyarrow.json reads only newline-delimited JSON, and Tune writes params.json indented);
+- events.csv: pyarrow.csv with the contract's explicit column types;
+- config_resolved.yaml: only for plain run folders without params.json, as their parameters;
+- <stage>/stage_status.json: the sweep runner's verdict per trial.
+Nothing here raises on a bad file: problems become an INCOMPLETE status or an ingest note.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
+
+from . import _schema as S
+from . import _store
+
+logger = logging.getLogger(__name__)
+
+RUN_FILES = frozenset(
+    {"metrics.json", "events.csv", "config_resolved.yaml", "params.json", "result.json",
+     "progress.csv"}
+)
+FINGERPRINT_FILES = ("metrics.json", "events.csv", "params.json", "config_resolved.yaml", "error.txt")
+RUNS_STAGE = "runs"
+# Tune's default trial folder: <trainable>_<5 hex>_<5 digits>_<tag>_<date>.
+_TUNE_TRIAL_ID = re.compile(r"(?:^|_)([0-9a-f]{5}_\d{5})(?:_|$)")
+
+@dataclass
+class TrialSource:
+    stage: str
+    dir_name: str
+    path: str
+    files: dict[str, pafs.FileInfo]
+    runner: dict[str, Any] | None = None
+    max_epochs: int | None = None
+    folder_missing: bool = False
+    fingerprint: str = ""
+
+
+@dataclass
+class Stage:
+    name: str
+    sources: list[TrialSource] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def discover(fs: pafs.FileSystem, root: str, warnings: list[str]) -> dict[str, Stage]:
+    top = _store.list_dir(fs, root)
+    top_files = {i.base_name for i in top if i.type == pafs.FileType.File}
+    if top_files & {"metrics.json", "events.csv", "config_resolved.yaml"}:
+        raise ValueError(
+            f"{root!r} is a single run folder (it holds {sorted(top_files & RUN_FILES)}); "
+            f"ingest the folder that contains it"
+        )
+    if "stage_status.json" in top_files:
+        raise ValueError(
+            f"{root!r} is a stage folder (it holds stage_status.json); ingest the sweep folder "
+            f"that contains it"
+        )
+    stages: dict[str, Stage] = {}
+    for child in sorted(top, key=lambda i: i.base_name):
+        if child.type != pafs.FileType.Directory or _skipped(child.base_name):
+            continue
+        listing = {i.base_name: i for i in _store.list_dir(fs, child.path)}
+        if set(listing) & RUN_FILES:
+            stages.setdefault(RUNS_STAGE, Stage(RUNS_STAGE)).sources.append(
+                TrialSource(RUNS_STAGE, child.base_name, child.path, listing)
+            )
+            continue
+        stage = Stage(child.base_name)
+        for sub in sorted(listing.values(), key=lambda i: i.base_name):
+            if sub.type != pafs.FileType.Directory or _skipped(sub.base_name):
+                continue
+            sub_listing = {i.base_name: i for i in _store.list_dir(fs, sub.path)}
+            if set(sub_listing) & RUN_FILES or _TUNE_TRIAL_ID.search(sub.base_name):
+                stage.sources.append(TrialSource(stage.name, sub.base_name, sub.path, sub_listing))
+        if "stage_status.json" in listing:
+            _apply_stage_status(fs, stage, listing["stage_status.json"].path, warnings)
+        if stage.sources:
+            stages[stage.name] = stage
+    return stages
+
+
+def _skipped(name: str) -> bool:
+    return name in (_store.TABLES_DIR, "checkpoints") or name.startswith((".", "_"))
+
+
+def _apply_stage_status(
+    fs: pafs.FileSystem, stage: Stage, path: str, warnings: list[str]
+) -> None:
+    try:
+        status = json.loads(_store.read_bytes(fs, path))
+        entries = status.get("trials") or []
+        max_epochs = status.get("max_epochs")
+        if not isinstance(entries, list):
+            raise ValueError("'trials' is not a list")
+    except (ValueError, AttributeError, UnicodeDecodeError) as exc:
+        message = f"{path}: unreadable stage_status.json ({exc}); runner outcomes ignored"
+        logger.warning(message)
+        warnings.append(message)
+        return
+    by_dir = {s.dir_name: s for s in stage.sources}
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        dir_name = entry.get("trial_dir") or ""
+        src = by_dir.get(dir_name)
+        if src is None:
+            tid = entry.get("trial_id")
+            src = next((s for s in stage.sources if tid and tid in s.dir_name), None)
+        if src is None:
+            # Listed by the runner but no folder on disk: keep it visible as a row.
+            src = TrialSource(
+                stage.name, dir_name or str(entry.get("trial_id")), "", {}, folder_missing=True
+            )
+            stage.sources.append(src)
+            by_dir[src.dir_name] = src
+        src.runner = entry
+        src.max_epochs = max_epochs if isinstance(max_epochs, int) else None
+
+
+def fingerprint(sweep: str, src: TrialSource) -> str:
+    parts = [S.FORMAT_VERSION, sweep, src.stage, src.dir_name, str(src.max_epochs)]
+    for name in FINGERPRINT_FILES:
+        info = src.files.get(name)
+        if info is not None:
+            parts.append(f"{name}:{info.size}:{info.mtime_ns}")
+    parts.append(json.dumps(src.runner, sort_keys=True, default=str))
+    return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:20]
+
+
+# --------------------------------------------------------------------------- one trial
+
+
+def read_trial(
+    fs: pafs.FileSystem, sweep: str, src: TrialSource
+) -> tuple[dict[str, Any], pa.Table | None]:
+    notes: list[str] = []
+    runner = src.runner or {}
+    trial_id = runner.get("trial_id") or _tune_trial_id(src.dir_name) or src.dir_name
+    row: dict[str, Any] = {
+        "sweep": sweep,
+        "stage": src.stage,
+        "trial_id": str(trial_id),
+        "trial_dir": src.dir_name,
+        "tune_status": _str_or_none(runner.get("tune_status")),
+        "iterations": runner.get("iterations") if isinstance(runner.get("iterations"), int) else None,
+        "node_id": _str_or_none(runner.get("node_id")),
+        "hung_last_events": _str_or_none(runner.get("hung_last_events")),
+        "max_epochs": src.max_epochs,
+        "source_fingerprint": src.fingerprint,
+    }
+    outcome = runner.get("outcome")
+    if outcome is not None and outcome not in S.RUNNER_OUTCOMES:
+        notes.append(f"stage_status.json outcome {outcome!r} is not one of {S.RUNNER_OUTCOMES}")
+        outcome = None
+    row["outcome"] = outcome
+
+    row.update(_read_params(fs, src, notes))
+    metrics, problem = _read_metrics(fs, src)
+    metrics_error = _apply_metrics(row, metrics, notes)
+
+    events = None
+    if "events.csv" in src.files:
+        events = _read_events(fs, src.files["events.csv"].path, notes)
+    row.update(_derive_from_events(events))
+
+    status, reason = _resolve_status(problem, row.get("run_status"), outcome)
+    if src.folder_missing:
+        reason = f"trial folder {src.dir_name!r} listed in stage_status.json is missing"
+        status = outcome if outcome in ("ERROR", "HUNG") else "INCOMPLETE"
+    row["status"] = status
+    # Tune writes error.txt when the trainable raised outside the run function (or the worker
+    # died); it is the only error text such a trial has.
+    tune_error = _read_text(fs, src.files["error.txt"].path) if "error.txt" in src.files else None
+    runner_error = _str_or_none(runner.get("error"))
+    texts: list[str] = []
+    for text in (metrics_error, tune_error, runner_error):
+        if text and not any(text in seen for seen in texts):
+            texts.append(text)
+    details = "\n".join(texts) or None
+    if reason is not None:  # INCOMPLETE, or ERROR/HUNG from the runner without metrics.json
+        row["error"] = reason if details is None else f"{reason}\n{details}"
+    elif details is not None:
+        row["error"] = details
+    else:
+        row["error"] = row["hung_last_events"] if status == "HUNG" else None
+    row["ingest_notes"] = "; ".join(notes) if notes else None
+
+    if events is not None:
+        n = events.num_rows
+        events = events.append_column("seq", pa.array(np.arange(n, dtype=np.int64)))
+        for name, value in (("sweep", sweep), ("stage", src.stage), ("trial_id", row["trial_id"])):
+            events = events.append_column(name, pa.array([value] * n, S.STR))
+    return row, events
+
+
+def _resolve_status(
+    metrics_problem: str | None, run_status: str | None, outcome: str | None
+) -> tuple[str, str | None]:
+    """(status, reason).  The runner's outcome wins over metrics.json's status, except that an
+    unreadable metrics.json is INCOMPLETE; a missing one under an ERROR/HUNG verdict keeps the
+    verdict (a run that hung or failed before its first epoch never wrote metrics.json)."""
+    if metrics_problem is not None:
+        if metrics_problem == "metrics.json missing" and outcome in ("ERROR", "HUNG"):
+            return outcome, f"{metrics_problem}; stage_status.json outcome {outcome}"
+        return "INCOMPLETE", metrics_problem
+    if outcome == "INCOMPLETE":
+        return outcome, f"the sweep runner recorded INCOMPLETE (metrics.json status {run_status!r})"
+    if outcome is not None:
+        return outcome, None
+    status = S.RUN_STATUS_TO_STATUS.get(run_status or "")
+    if status is None:
+        return "INCOMPLETE", (
+            f"metrics.json status {run_status!r} is not one of "
+            f"{sorted(S.RUN_STATUS_TO_STATUS)}"
+        )
+    return status, None
+
+
+def _tune_trial_id(dir_name: str) -> str | None:
+    match = _TUNE_TRIAL_ID.search(dir_name)
+    return match.group(1) if match else None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _read_text(fs: pafs.FileSystem, path: str) -> str | None:
+    try:
+        return _store.read_bytes(fs, path).decode("utf-8", errors="replace").strip() or None
+    except OSError:
+        return None
+
+
+def _read_json_object(fs: pafs.FileSystem, path: str, name: str) -> tuple[dict | None, str | None]:
+    try:
+        data = _store.read_bytes(fs, path)
+    except OSError as exc:
+        return None, f"{name} unreadable ({exc})"
+    if not data.strip():
+        return None, f"{name} is empty (half-written?)"
+    try:
+        obj = json.loads(data.decode("utf-8"))  # JSON files are UTF-8 (RFC 8259)
+    except UnicodeDecodeError as exc:
+        return None, f"{name} is not UTF-8 ({exc})"
+    except json.JSONDecodeError as exc:
+        return None, f"{name} is not valid JSON ({exc}; half-written?)"
+    if not isinstance(obj, dict):
+        return None, f"{name} is not a JSON object (got {type(obj).__name__})"
+    return obj, None
+
+
+def _read_metrics(fs: pafs.FileSystem, src: TrialSource) -> tuple[dict, str | None]:
+    info = src.files.get("metrics.json")
+    if info is None:
+        return {}, "metrics.json missing"
+    obj, problem = _read_json_object(fs, info.path, "metrics.json")
+    return (obj or {}), problem
+
+
+def _apply_metrics(row: dict[str, Any], metrics: dict, notes: list[str]) -> str | None:
+    """Copy metrics.json into row (flattened with '_'); returns its error text."""
+    for name, type_ in S.METRIC_COLUMNS:
+        row[name] = None
+    row["run_status"] = _str_or_none(metrics.get("status"))
+    error = metrics.get("error")
+    for key, value in S.flatten({k: v for k, v in metrics.items() if k not in ("status", "error")}, "_").items():
+        if key in S.KNOWN_TRIAL_TYPES and key in dict(S.METRIC_COLUMNS):
+            row[key], note = S.coerce_known(value, S.KNOWN_TRIAL_TYPES[key])
+            if note:
+                notes.append(f"metrics.json {key}: {note}")
+        elif value is not None:
+            name = key if key not in S.KNOWN_TRIAL_TYPES and not key.startswith("params_") else f"metric_{key}"
+            row[name] = S.scalar_value(value)
+    return None if error is None else str(error)
+
+
+def _read_params(fs: pafs.FileSystem, src: TrialSource, notes: list[str]) -> dict[str, Any]:
+    if "params.json" in src.files:
+        obj, problem = _read_json_object(fs, src.files["params.json"].path, "params.json")
+    elif "config_resolved.yaml" in src.files:
+        obj, problem = _read_yaml(fs, src.files["config_resolved.yaml"].path)
+    else:
+        return {}
+    if problem:
+        notes.append(problem)
+        return {}
+    return {S.param_column(k): S.scalar_value(v) for k, v in S.flatten(obj, ".").items()}
+
+
+def _read_yaml(fs: pafs.FileSystem, path: str) -> tuple[dict | None, str | None]:
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        obj = yaml.load(_store.read_bytes(fs, path), Loader=loader)
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
+        return None, f"config_resolved.yaml unreadable ({exc})"
+    if not isinstance(obj, dict):
+        return None, f"config_resolved.yaml is not a mapping (got {type(obj).__name__})"
+    return obj, None
+
+
+# --------------------------------------------------------------------------- events
+
+_EVENT_TYPES = dict(S.EVENT_CSV_COLUMNS)
+_CONVERT = pacsv.ConvertOptions(
+    column_types=_EVENT_TYPES,
+    null_values=[""],
+    strings_can_be_null=True,
+    quoted_strings_can_be_null=True,
+)
+
+
+def _read_events(fs: pafs.FileSystem, path: str, notes: list[str]) -> pa.Table | None:
+    try:
+        data = _store.read_bytes(fs, path)
+    except OSError as exc:
+        notes.append(f"events.csv unreadable ({exc})")
+        return None
+    if not data.strip():
+        notes.append("events.csv is empty")
+        return None
+    skipped: list[int] = []
+
+    def skip(row: Any) -> str:
+        skipped.append(row.number if row.number is not None else -1)
+        return "skip"
+
+    try:
+        table = pacsv.read_csv(
+            pa.py_buffer(data),
+            read_options=pacsv.ReadOptions(use_threads=False, block_size=max(1 << 20, 2 * len(data))),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=skip),
+            convert_options=_CONVERT,
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        notes.append(f"events.csv unreadable ({str(exc).splitlines()[0]})")
+        return None
+    if skipped:
+        notes.append(f"events.csv: skipped {len(skipped)} malformed row(s) (half-written line?)")
+    for name, type_ in S.EVENT_CSV_COLUMNS:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, type_))
+    return table
+
+
+def _derive_from_events(events: pa.Table | None) -> dict[str, Any]:
+    out: dict[str, Any] = {name: None for name, _ in S.TRIAL_DERIVED_COLUMNS[:16]}
+    if events is None:
+        return out
+    n = events.num_rows
+    out["events_count"] = n
+    kinds = events["event"].to_pylist()
+    out["warnings_count"] = sum(k == "warning" for k in kinds)
+    if n == 0:
+        return out
+    stamps = events["timestamp"]
+    out["first_event_at"] = stamps[0].as_py()
+    out["last_event_at"] = stamps[n - 1].as_py()
+    out["last_event"] = kinds[-1]
+    out["last_message"] = events["message"][n - 1].as_py()
+    epoch_rows = [i for i, k in enumerate(kinds) if k == "epoch"]
+    if not epoch_rows:
+        return out
+    phases = events["phase"].to_pylist()
+    main = phases[epoch_rows[-1]]
+    rows = [i for i in epoch_rows if phases[i] == main]
+    out["main_phase"] = main
+    out["epochs_logged"] = len(rows)
+    epochs = events["epoch"].to_pylist()
+    val = events["val_loss"].to_numpy(zero_copy_only=False)[rows].astype(float)
+    finite = np.isfinite(val)
+    if finite.any():
+        best = int(np.flatnonzero(finite)[np.argmin(val[finite])])
+        out["best_val_loss"] = float(val[best])
+        out["best_val_loss_epoch"] = epochs[rows[best]]
+    last = rows[-1]
+    out["last_epoch"] = epochs[last]
+    for column, name in (
+        ("train_loss", "final_train_loss"),
+        ("val_loss", "final_val_loss"),
+        ("val_mse", "final_val_mse"),
+        ("reward_mean", "final_reward_mean"),
+        ("lr", "final_lr"),
+    ):
+        out[name] = events[column][last].as_py()
+    return out

@@ -1,0 +1,331 @@
+"""The sklearn-style estimator surface: params, aliases, devices, input validation, shapes."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from psann import PSANNRegressor, ResPSANNRegressor, WaveResNetRegressor
+from psann.training import Callback
+
+ESTIMATORS = [PSANNRegressor, ResPSANNRegressor, WaveResNetRegressor]
+TINY = {
+    PSANNRegressor: dict(hidden_layers=1, hidden_units=8),
+    ResPSANNRegressor: dict(hidden_layers=1, hidden_units=8),
+    WaveResNetRegressor: dict(hidden_units=8, depth=1),
+}
+
+
+def _tiny(cls, **kwargs):
+    return cls(**{**TINY[cls], "epochs": 2, "batch_size": 32, "random_state": 0, "device": "cpu", **kwargs})
+
+
+def _data(n=64, features=2, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, features)).astype(np.float32)
+    return X, np.sin(X.sum(axis=1)).astype(np.float32)
+
+
+# -- parameter protocol ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_init_stores_arguments_unchanged_and_get_params_returns_them(cls):
+    est = cls(hidden_units=17, lr=0.005, activation_bounds={"amplitude": [0.1, 3.0]}, device=torch.device("cpu"))
+    params = est.get_params()
+    assert params["hidden_units"] == 17 and params["lr"] == 0.005
+    assert params["activation_bounds"] == {"amplitude": [0.1, 3.0]}
+    assert params["device"] == torch.device("cpu")
+    assert "aliases" not in params and "hidden_width" not in params
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_set_params_changes_values_and_returns_self(cls):
+    est = cls()
+    assert est.set_params(hidden_units=5, epochs=3) is est
+    assert est.get_params()["hidden_units"] == 5 and est.epochs == 3
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_sklearn_clone_copies_params_and_drops_fitted_state(cls):
+    from sklearn.base import clone
+
+    X, y = _data()
+    est = _tiny(cls, hidden_units=9).fit(X, y)
+    copy = clone(est)
+    assert type(copy) is cls
+    assert copy.get_params() == est.get_params()
+    assert not hasattr(copy, "model_")
+
+
+def test_repr_lists_only_changed_params():
+    assert repr(PSANNRegressor(hidden_units=5)) == "PSANNRegressor(hidden_units=5)"
+
+
+# -- deprecated aliases ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_alias_in_init_maps_to_the_canonical_name_and_warns_at_the_caller(cls):
+    with pytest.warns(DeprecationWarning, match="'hidden_width' is deprecated, use 'hidden_units'") as record:
+        est = cls(hidden_width=32)
+    assert est.hidden_units == 32
+    assert record[0].filename == __file__
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_alias_in_set_params_maps_and_warns_at_the_caller(cls):
+    est = cls()
+    with pytest.warns(DeprecationWarning, match="hidden_width") as record:
+        est.set_params(hidden_width=12)
+    assert est.hidden_units == 12
+    assert record[0].filename == __file__
+
+
+def test_conflicting_alias_and_canonical_values_are_refused():
+    with pytest.raises(ValueError, match=r"'hidden_units'=16 and its deprecated alias \(=32\)"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            PSANNRegressor(hidden_units=16, hidden_width=32)
+    with pytest.raises(ValueError, match=r"'hidden_units'=16 conflicts with its deprecated alias \(=32\)"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            PSANNRegressor().set_params(hidden_units=16, hidden_width=32)
+
+
+def test_agreeing_alias_and_canonical_values_are_accepted():
+    with pytest.warns(DeprecationWarning):
+        assert PSANNRegressor(hidden_units=32, hidden_width=32).hidden_units == 32
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_unknown_keyword_is_a_type_error_with_did_you_mean(cls):
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'hiden_units'. Did you mean 'hidden_units'\?"):
+        cls(hiden_units=3)
+    with pytest.raises(TypeError, match=r"'epochz'. Did you mean 'epochs'\?"):
+        cls().set_params(epochz=3)
+
+
+def test_alias_for_a_parameter_the_class_lacks_is_unknown():
+    # hidden_channels -> conv_channels only exists on convolutional estimators.
+    with pytest.raises(TypeError, match="unexpected keyword argument 'hidden_channels'"):
+        PSANNRegressor(hidden_channels=8)
+
+
+# -- parameter constraints -------------------------------------------------------------------------
+
+
+def test_parameter_errors_use_the_house_template():
+    X, y = _data()
+    with pytest.raises(ValueError) as excinfo:
+        PSANNRegressor(hidden_units=0).fit(X, y)
+    assert str(excinfo.value) == "The 'hidden_units' parameter of PSANNRegressor must be an int >= 1. Got 0 instead."
+
+
+@pytest.mark.parametrize(
+    "cls, params, message",
+    [
+        (PSANNRegressor, {"lr": -0.1}, "The 'lr' parameter of PSANNRegressor must be a finite number > 0.0. Got -0.1 instead."),
+        (PSANNRegressor, {"lr_schedule": "step"}, "The 'lr_schedule' parameter of PSANNRegressor must be one of 'constant', 'cosine', 'linear'. Got 'step' instead."),
+        (PSANNRegressor, {"epochs": 2.5}, "The 'epochs' parameter of PSANNRegressor must be an int >= 1. Got 2.5 instead."),
+        (PSANNRegressor, {"early_stopping": "yes"}, "The 'early_stopping' parameter of PSANNRegressor must be a bool. Got 'yes' instead."),
+        (ResPSANNRegressor, {"drop_path": 1.5}, "The 'drop_path' parameter of ResPSANNRegressor must be a finite number >= 0.0 and <= 0.99. Got 1.5 instead."),
+        (WaveResNetRegressor, {"data_format": "nchw"}, "The 'data_format' parameter of WaveResNetRegressor must be one of 'channels_first', 'channels_last'. Got 'nchw' instead."),
+        (WaveResNetRegressor, {"depth": 2, "progressive_depth_initial": 3, "progressive_depth_interval": 1}, "The 'progressive_depth_initial' parameter of WaveResNetRegressor must be <= depth (2). Got 3 instead."),
+        (PSANNRegressor, {"device": "tpu"}, "The 'device' parameter of PSANNRegressor must be 'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device. Got 'tpu' instead."),
+    ],
+)
+def test_parameter_constraint_messages(cls, params, message):
+    X, y = _data()
+    with pytest.raises(ValueError) as excinfo:
+        cls(**params).fit(X, y)
+    assert str(excinfo.value) == message
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(max_value=0))
+def test_any_non_positive_hidden_units_is_refused_before_training(value):
+    est = PSANNRegressor(hidden_units=value)
+    with pytest.raises(ValueError, match=rf"Got {value} instead."):
+        est._validate_params()
+
+
+# -- devices ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", ["cpu", torch.device("cpu"), "auto"])
+def test_device_accepts_strings_torch_devices_and_auto(device):
+    X, y = _data()
+    est = _tiny(PSANNRegressor, device=device).fit(X, y)
+    expected = "cuda" if device == "auto" and torch.cuda.is_available() else "cpu"
+    assert est.device_.type == expected
+    assert next(est.model_.parameters()).device.type == expected
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_value_error():
+    X, y = _data()
+    with pytest.raises(ValueError, match="device='cuda' was requested but CUDA is not available; use 'cpu' or 'auto'"):
+        _tiny(PSANNRegressor, device="cuda").fit(X, y)
+
+
+def test_float32_tensor_on_the_device_is_not_copied():
+    X, y = _data()
+    X_t, y_t = torch.from_numpy(X), torch.from_numpy(y)
+
+    class SeeTrainingData(Callback):
+        def on_train_begin(self, loop, info):
+            self.X, self.y = loop.phase_ref.X, loop.phase_ref.y
+
+    seen = SeeTrainingData()
+    est = _tiny(PSANNRegressor).fit(X_t, y_t.unsqueeze(1), callbacks=[seen])
+    assert seen.X.data_ptr() == X_t.data_ptr()
+    assert seen.y.data_ptr() == y_t.data_ptr()
+
+    pointers = []
+    handle = est.model_.register_forward_pre_hook(lambda module, args: pointers.append(args[0].data_ptr()))
+    est.predict(X_t)
+    handle.remove()
+    assert pointers == [X_t.data_ptr()]
+
+
+def test_other_dtypes_are_converted_to_float32():
+    X, y = _data()
+    est = _tiny(PSANNRegressor).fit(X.astype(np.float64), y.astype(np.float64))
+    assert est.predict(X.astype(np.float64)).dtype == np.float32
+    assert next(est.model_.parameters()).dtype == torch.float32
+    np.testing.assert_array_equal(est.predict(X.tolist()), est.predict(X))
+
+
+# -- input validation --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_inputs_are_refused_with_the_shape(bad):
+    X, y = _data(n=20)
+    X[3, 1] = bad
+    with pytest.raises(ValueError, match=r"X contains NaN or inf \(first at index \(3, 1\), shape \(20, 2\)\)"):
+        _tiny(PSANNRegressor).fit(X, y)
+    X, y = _data(n=20)
+    y[5] = bad
+    with pytest.raises(ValueError, match=r"y contains NaN or inf .*shape \(20,\)"):
+        _tiny(PSANNRegressor).fit(X, y)
+
+
+def test_one_dimensional_X_is_refused_with_its_shape_and_a_hint():
+    X, y = _data(n=20)
+    with pytest.raises(ValueError, match=r"X must be 2-D \(n_samples, n_features\); got 1-D shape \(20,\)\. Reshape"):
+        _tiny(PSANNRegressor).fit(X[:, 0], y)
+
+
+def test_three_dimensional_X_is_refused_by_dense_estimators():
+    with pytest.raises(ValueError, match=r"expects X of shape \(n_samples, n_features\); got shape \(20, 2, 3\)"):
+        _tiny(PSANNRegressor).fit(np.ones((20, 2, 3), np.float32), np.ones(20, np.float32))
+
+
+def test_zero_features_are_refused_with_the_shape():
+    with pytest.raises(ValueError, match=r"X has 0 features \(shape \(5, 0\)\); at least 1 is required"):
+        _tiny(PSANNRegressor).fit(np.ones((5, 0), np.float32), np.ones(5, np.float32))
+
+
+def test_length_mismatch_echoes_both_shapes():
+    X, y = _data(n=20)
+    with pytest.raises(ValueError, match=r"X \(20, 2\), y \(19, 1\)"):
+        _tiny(PSANNRegressor).fit(X, y[:19])
+
+
+def test_predict_with_other_feature_count_is_refused():
+    X, y = _data()
+    est = _tiny(PSANNRegressor).fit(X, y)
+    with pytest.raises(ValueError, match=r"X has shape \(64, 3\); expected \(n, 2\) as in fit"):
+        est.predict(np.ones((64, 3), np.float32))
+
+
+def test_predict_before_fit_is_refused():
+    with pytest.raises(RuntimeError, match="not fitted yet"):
+        PSANNRegressor().predict(np.ones((2, 2)))
+
+
+def test_non_numeric_input_is_a_type_error():
+    with pytest.raises(TypeError, match="X must be numeric"):
+        _tiny(PSANNRegressor).fit(np.array([["a", "b"]] * 4), np.ones(4))
+
+
+def test_fit_without_y_is_refused_outside_hisso():
+    with pytest.raises(ValueError, match="needs y unless hisso=True"):
+        _tiny(PSANNRegressor).fit(np.ones((4, 2)))
+
+
+# -- outputs ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_prediction_shape_follows_y(cls):
+    X, y = _data()
+    assert _tiny(cls).fit(X, y).predict(X).shape == (64,)
+    assert _tiny(cls).fit(X, y[:, None]).predict(X).shape == (64, 1)
+    assert _tiny(cls).fit(X, np.stack([y, -y], axis=1)).predict(X).shape == (64, 2)
+
+
+def test_score_is_r2():
+    X, y = _data()
+    est = _tiny(PSANNRegressor).fit(X, y)
+    pred = est.predict(X)
+    r2 = 1 - ((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum()
+    assert est.score(X, y) == pytest.approx(r2, rel=1e-5)
+
+
+# -- WaveResNet shaped inputs and schedules ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+def test_wave_resnet_preserve_shape_maps_every_position(data_format):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(8, 3, 10)).astype(np.float32)  # (N, C, L)
+    y = np.stack([X.sum(axis=1), X[:, 0] - X[:, 1]], axis=1)  # (N, 2, L)
+    if data_format == "channels_last":
+        X, y = X.transpose(0, 2, 1).copy(), y.transpose(0, 2, 1).copy()  # (N, L, C), (N, L, 2)
+    est = _tiny(WaveResNetRegressor, preserve_shape=True, data_format=data_format).fit(X, y)
+    pred = est.predict(X)
+    assert pred.shape == y.shape
+    # Each position is mapped on its own: permuting positions permutes the outputs the same way.
+    perm = rng.permutation(10)
+    axis = 2 if data_format == "channels_first" else 1
+    np.testing.assert_allclose(est.predict(np.take(X, perm, axis=axis)), np.take(pred, perm, axis=axis), rtol=1e-5, atol=1e-6)
+    assert est.model_.net.dim_in == 3
+
+
+def test_wave_resnet_preserve_shape_refuses_targets_of_the_wrong_layout():
+    X = np.ones((4, 3, 10), np.float32)
+    with pytest.raises(ValueError, match=r"y must be \(N, out, 10\); got \(4, 2, 9\)"):
+        _tiny(WaveResNetRegressor, preserve_shape=True).fit(X, np.ones((4, 2, 9), np.float32))
+
+
+def test_wave_resnet_without_preserve_shape_flattens_shaped_inputs():
+    X = np.random.default_rng(0).normal(size=(16, 3, 5)).astype(np.float32)
+    est = _tiny(WaveResNetRegressor).fit(X, X.sum(axis=(1, 2)))
+    assert est.model_.net.dim_in == 15
+    assert est.predict(X).shape == (16,)
+
+
+def test_wave_resnet_w0_warmup_and_progressive_depth_run_in_supervised_fits():
+    X, y = _data()
+    est = _tiny(
+        WaveResNetRegressor, epochs=4, depth=3, first_layer_w0=30.0, w0_warmup_epochs=3,
+        progressive_depth_initial=1, progressive_depth_interval=1,
+    ).fit(X, y)
+    assert est.history_.column("first_layer_w0") == pytest.approx([1.0, 1.0 + 29 / 3, 1.0 + 58 / 3, 30.0])
+    assert est.history_.column("depth") == [2, 3, 3, 3]
+
+
+# -- the README quick start ------------------------------------------------------------------------
+
+
+def test_quick_start_damped_sine_reaches_r2_095_on_cpu():
+    X = np.linspace(-3, 3, 512, dtype=np.float32).reshape(-1, 1)
+    y = np.exp(-0.3 * np.abs(X[:, 0])) * np.sin(3 * X[:, 0])
+    est = PSANNRegressor(epochs=300, random_state=0, device="cpu").fit(X, y)
+    assert est.score(X, y) >= 0.95

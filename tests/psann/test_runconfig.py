@@ -1,0 +1,261 @@
+"""Run-config schema: every error names its key path; defaults are filled in."""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from psann.hisso.options import HISSOOptions, WarmStartOptions
+from psann.runconfig import (
+    SECTIONS,
+    ConfigError,
+    _SECTION_KEYS,
+    apply_overrides,
+    load_config_file,
+    parse_run_config,
+)
+
+BASE = {
+    "estimator": {"target": "psann.PSANNRegressor", "params": {"hidden_units": 8, "epochs": 2, "device": "cpu"}},
+    "hisso": {"window": 16, "batch_episodes": 4, "updates_per_epoch": 2, "reward": "portfolio",
+              "supervised": {"y_key": "y_train", "epochs": 1}},
+    "data": {"loader": "psann.data.toy_hisso_dataset", "kwargs": {"steps": 120}},
+    "training": {"verbose": 0},
+    "evaluation": {"portfolio_prices_key": "prices_test", "trans_cost": 0.001},
+}
+
+
+def _config(**changes):
+    """BASE with dotted-path changes; a value of ... deletes the key."""
+    raw = copy.deepcopy(BASE)
+    for dotted, value in changes.items():
+        *parents, last = dotted.split(".")
+        node = raw
+        for part in parents:
+            node = node[part]
+        if value is ...:
+            del node[last]
+        else:
+            node[last] = value
+    return raw
+
+
+def _error(raw, tmp_path=None):
+    with pytest.raises(ConfigError) as info:
+        parse_run_config(raw, base_dir=tmp_path or ".")
+    message = str(info.value)
+    assert "\n" not in message
+    return info.value
+
+
+def test_base_config_parses_and_resolved_config_fills_defaults():
+    config = parse_run_config(BASE)
+    resolved = config.resolved
+    assert config.estimator_cls.__name__ == "PSANNRegressor"
+    assert resolved["estimator"]["params"]["lr"] == 0.001  # estimator default filled in
+    assert resolved["hisso"]["grad_clip"] == 1.0
+    assert resolved["hisso"]["supervised"] == {"y_key": "y_train", "epochs": 1, "batch_size": 128, "lr": None}
+    assert resolved["evaluation"] == {"portfolio_prices_key": "prices_test", "trans_cost": 0.001, "split": "test"}
+    assert resolved["training"] == {"verbose": 0, "keep_checkpoints": False}
+    # The resolved config is itself a valid config (what config_resolved.yaml feeds back in).
+    again = parse_run_config(yaml.safe_load(yaml.safe_dump(resolved)))
+    assert again.resolved == resolved
+
+
+def test_hisso_reward_defaults_to_portfolio_and_is_recorded():
+    config = parse_run_config(_config(**{"hisso.reward": ...}))
+    assert config.hisso.reward == "portfolio"
+    assert config.resolved["hisso"]["reward"] == "portfolio"
+
+
+def test_trans_cost_defaults_to_the_transition_penalty():
+    config = parse_run_config(_config(**{"evaluation.trans_cost": ..., "hisso.transition_penalty": 0.002}))
+    assert config.trans_cost == 0.002
+
+
+def test_hisso_enabled_false_gives_a_supervised_run():
+    config = parse_run_config(_config(**{"hisso.enabled": False}))
+    assert config.hisso is None
+    assert config.resolved["hisso"]["enabled"] is False
+
+
+def test_unknown_section_is_rejected_with_did_you_mean():
+    error = _error(_config(trainig={"verbose": 1}))
+    assert error.key == "trainig"
+    assert "did you mean 'training'" in str(error)
+
+
+@pytest.mark.parametrize(
+    "dotted, value, key_path, suggestion",
+    [
+        ("estimator.parms", {}, "estimator.parms", "params"),
+        ("estimator.params.hiden_units", 8, "estimator.params.hiden_units", "hidden_units"),
+        ("hisso.windw", 16, "hisso.windw", "window"),
+        ("hisso.supervised.y_kye", "y_train", "hisso.supervised.y_kye", "y_key"),
+        ("data.kwarg", {}, "data.kwarg", "kwargs"),
+        ("training.verbos", 1, "training.verbos", "verbose"),
+        ("evaluation.trans_cots", 0.1, "evaluation.trans_cots", "trans_cost"),
+    ],
+)
+def test_unknown_key_in_each_section_names_the_key_path_and_suggests(dotted, value, key_path, suggestion):
+    error = _error(_config(**{dotted: value}))
+    assert str(error).startswith(f"{key_path}: unknown key")
+    assert f"did you mean {suggestion!r}" in str(error)
+
+
+@pytest.mark.parametrize(
+    "dotted, value, key_path, fragment",
+    [
+        ("hisso.window", "abc", "hisso.window", "expected int >= 2, got 'abc'"),
+        ("hisso.window", 1, "hisso.window", "expected int >= 2, got 1"),
+        ("hisso.window", True, "hisso.window", "expected int >= 2"),
+        ("hisso.batch_episodes", 2.5, "hisso.batch_episodes", "expected int >= 1"),
+        ("hisso.primary_transform", "relu", "hisso.primary_transform", "softmax"),
+        ("hisso.enabled", "yes", "hisso.enabled", "true or false"),
+        ("hisso.supervised.epochs", "x", "hisso.supervised.epochs", "expected int >= 1"),
+        ("hisso.supervised.y_key", "targets", "hisso.supervised.y_key", "y_train"),
+        ("hisso.supervised.y", [1, 2], "hisso.supervised.y", "y_key"),
+        ("hisso.reward", "portfolo", "hisso.reward", "Did you mean 'portfolio'"),
+        ("hisso.reward", "no_such_module.reward_fn", "hisso.reward", "cannot import"),
+        ("hisso", [1, 2], "hisso", "expected a mapping"),
+        ("estimator.params.hidden_units", 0, "estimator.params.hidden_units", "must be an int >= 1. Got 0"),
+        ("estimator.params.lr", "fast", "estimator.params.lr", "Got 'fast'"),
+        ("estimator.params", [1], "estimator.params", "expected a mapping"),
+        ("training.verbose", "loud", "training.verbose", "int >= 0"),
+        ("training.keep_checkpoints", "yes", "training.keep_checkpoints", "true or false"),
+        ("evaluation.trans_cost", -1, "evaluation.trans_cost", "number >= 0"),
+        ("evaluation.trans_cost", float("nan"), "evaluation.trans_cost", "number >= 0"),
+        ("evaluation.trans_cost", float("inf"), "evaluation.trans_cost", "number >= 0"),
+        ("evaluation.portfolio_prices_key", "prices_tst", "evaluation.portfolio_prices_key", "prices_test"),
+        ("evaluation.split", "holdout", "evaluation.split", "train, val, test"),
+        ("evaluation.split", "val", "evaluation.split", "does not match"),
+        ("data.loader", "no_such_module.loader", "data.loader", "cannot import"),
+        ("data.loader", 5, "data.loader", "dotted path"),
+        ("data.npz", "x.npz", "data", "exactly one of"),
+        ("data.kwargs", [1], "data.kwargs", "expected a mapping"),
+    ],
+)
+def test_wrong_type_or_value_names_the_key_path(dotted, value, key_path, fragment):
+    error = _error(_config(**{dotted: value}))
+    assert error.key == key_path
+    assert str(error).startswith(f"{key_path}: ")
+    assert fragment in str(error)
+
+
+@pytest.mark.parametrize(
+    "dotted, key_path",
+    [("estimator", "estimator"), ("estimator.target", "estimator.target"), ("data", "data")],
+)
+def test_missing_required_key_names_it(dotted, key_path):
+    error = _error(_config(**{dotted: ...}))
+    assert error.key == key_path
+    assert "missing required" in str(error)
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["os.path.join", "builtins.dict", "psann.PSANNNet", "psann.training.Callback", "PSANNRegresor", "", 42, None],
+)
+def test_estimator_target_that_is_not_a_psann_estimator_is_rejected(target):
+    error = _error(_config(**{"estimator.target": target}))
+    assert error.key == "estimator.target"
+    assert "psann.PSANNRegressor" in str(error)  # the message lists what is allowed
+
+
+@pytest.mark.parametrize("target", ["PSANNRegressor", "psann.WaveResNetRegressor", "psann.estimators.ResPSANNRegressor"])
+def test_estimator_target_accepts_class_names_and_import_paths(target):
+    config = parse_run_config(_config(**{"estimator.target": target}))
+    assert config.estimator_cls.__name__ == target.rsplit(".", 1)[-1]
+    assert config.resolved["estimator"]["target"] == f"psann.{config.estimator_cls.__name__}"
+
+
+def test_npz_path_is_relative_to_the_config_file_and_must_exist(tmp_path):
+    raw = _config(**{"data": {"npz": "data/market.npz"}})
+    error = _error(raw, tmp_path)
+    assert error.key == "data.npz"
+    assert str(tmp_path / "data" / "market.npz") in str(error)
+    (tmp_path / "data").mkdir()
+    np.savez(tmp_path / "data" / "market.npz", X_train=np.ones((4, 2)))
+    config = parse_run_config(raw, base_dir=tmp_path)
+    assert config.data["npz"] == (tmp_path / "data" / "market.npz").resolve()
+
+
+def test_load_config_file_reads_yaml_and_json_and_refuses_a_non_mapping(tmp_path):
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(BASE))
+    (tmp_path / "c.json").write_text(__import__("json").dumps(BASE))
+    assert load_config_file(tmp_path / "c.yaml") == BASE
+    assert load_config_file(tmp_path / "c.json") == BASE
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="expected a mapping of sections"):
+        load_config_file(tmp_path / "list.yaml")
+    with pytest.raises(FileNotFoundError):
+        load_config_file(tmp_path / "missing.yaml")
+
+
+def test_apply_overrides_sets_nested_keys_without_touching_the_original():
+    raw = copy.deepcopy(BASE)
+    result = apply_overrides(raw, {"estimator.params.lr": 0.01, "hisso.window": 8, "evaluation.split": "test"})
+    assert result["estimator"]["params"]["lr"] == 0.01
+    assert result["hisso"]["window"] == 8
+    assert raw == BASE
+    with pytest.raises(ConfigError, match="did you mean 'hisso'"):
+        apply_overrides(raw, {"hiso.window": 8})
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(raw, {"hisso.window.size": 8})
+    assert info.value.key == "hisso.window"
+
+
+# -- property tests ------------------------------------------------------------------------------
+
+_ACCEPTED = {
+    "": set(SECTIONS),
+    "estimator": set(_SECTION_KEYS["estimator"]),
+    "estimator.params": set(__import__("psann").PSANNRegressor._get_param_names()) | {"hidden_width", "hidden_channels"},
+    "hisso": {f for f in HISSOOptions.__dataclass_fields__} | {"enabled", "trans_cost"},
+    "hisso.supervised": set(WarmStartOptions.__dataclass_fields__),
+    "data": set(_SECTION_KEYS["data"]),
+    "training": set(_SECTION_KEYS["training"]),
+    "evaluation": set(_SECTION_KEYS["evaluation"]),
+}
+
+_key_text = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=0x2FF, blacklist_characters="."),
+                    min_size=1, max_size=20)
+
+
+@settings(max_examples=120, deadline=None)
+@given(section=st.sampled_from(sorted(_ACCEPTED)), key=_key_text, value=st.one_of(st.integers(), st.text(max_size=5), st.none()))
+def test_any_unknown_key_in_any_section_is_rejected_naming_its_path(section, key, value):
+    assume(key not in _ACCEPTED[section])
+    raw = copy.deepcopy(BASE)
+    if section:
+        node = raw
+        for part in section.split("."):
+            node = node[part]
+        node[key] = value
+    else:
+        raw[key] = value
+    path = f"{section}.{key}" if section else key
+    error = _error(raw)
+    assert error.key == path
+    assert str(error).startswith(f"{path}: unknown key")
+
+
+@settings(max_examples=60, deadline=None)
+@given(window=st.one_of(st.integers(-5, 1), st.floats(allow_nan=True), st.text(max_size=4), st.booleans(),
+                        st.lists(st.integers(), max_size=2)))
+def test_any_hisso_window_that_is_not_an_int_of_at_least_2_is_rejected(window):
+    error = _error(_config(**{"hisso.window": window}))
+    assert str(error) == f"hisso.window: expected int >= 2, got {window!r}"
+
+
+@settings(max_examples=40, deadline=None)
+@given(window=st.integers(2, 10_000), trans_cost=st.floats(0, 1e3, allow_nan=False))
+def test_valid_window_and_trans_cost_are_kept_exactly(window, trans_cost):
+    config = parse_run_config(_config(**{"hisso.window": window, "evaluation.trans_cost": trans_cost}))
+    assert config.hisso.window == window
+    assert config.resolved["hisso"]["window"] == window
+    assert config.trans_cost == trans_cost and math.isfinite(config.trans_cost)

@@ -1,0 +1,122 @@
+"""sweeps.compendium: pages, plots and index built from the Arrow tables."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from sweeps.compendium import build_compendium
+from sweeps.results import ingest_sweep
+
+try:
+    from ._trial_folders import TrialSpec, standard_sweep, tune_dir_name, write_trial
+except ImportError:
+    from _trial_folders import TrialSpec, standard_sweep, tune_dir_name, write_trial
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    path = standard_sweep(tmp_path / "sweeps")
+    ingest_sweep(path)
+    return path
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_compendium_writes_page_plots_and_index(sweep, tmp_path):
+    out = tmp_path / "docs"
+    written = build_compendium(sweep, out)
+    names = sorted(p.relative_to(out).as_posix() for p in written)
+    assert names == ["hisso_wave.md", "hisso_wave/learning_curves_hisso.png",
+                     "hisso_wave/learning_curves_smoke.png", "hisso_wave/reward_vs_turnover.png",
+                     "index.md"]
+    for png in out.glob("hisso_wave/*.png"):
+        width, height = png_size(png.read_bytes())
+        assert width >= 600 and height >= 400 and png.stat().st_size > 5_000
+
+
+def test_page_lists_stage_counts_devices_runs_and_failures(sweep, tmp_path):
+    build_compendium(sweep, tmp_path)
+    page = (tmp_path / "hisso_wave.md").read_text()
+    lines = page.splitlines()
+    assert lines[1] == "# Sweep `hisso_wave`"
+    # per-stage counts, in run order: passed, pruned, error, hung, incomplete, running, interrupted
+    assert any(line.startswith("| smoke | 3 | 3 | 0 | 0 | 0 | 0 | 0 | 0 | aaaaa_00002 |") for line in lines)
+    assert any(line.startswith("| hisso | 5 | 2 | 1 | 1 | 1 | 0 | 0 | 0 | bbbbb_00000 |") for line in lines)
+    assert page.index("| smoke | 3 |") < page.index("| hisso | 5 |")
+    assert "| hisso | cuda:0 | 5 | 2 | bfloat16, float16, off |" in page
+    runs = page[page.index("### hisso"):page.index("## Reward vs turnover")]
+    assert "| trial | status | throughput (eps/s) | best epoch | train | val | test | reward_mean " \
+           "| turnover | Sharpe | AMP | duration (s) | estimator.params.lr | hisso.window |" in runs
+    for trial in ("bbbbb_00000", "bbbbb_00001", "bbbbb_00002", "bbbbb_00003", "bbbbb_00004"):
+        assert f"| {trial} |" in runs
+    assert "| bbbbb_00001 | SUCCESS | " in runs and "| float16 | 12.25 | 0.003 | 32 |" in runs
+    assert "![val_loss per epoch, stage hisso](hisso_wave/learning_curves_hisso.png)" in page
+    assert "| hisso | bbbbb_00003 | ERROR | RuntimeError: CUDA out of memory |" in page
+    assert "| hisso | bbbbb_00004 | HUNG | epoch 3 at 18:00:07; no report for 600 s |" in page
+
+
+def test_regenerating_from_the_same_tables_gives_identical_files(sweep, tmp_path):
+    first = {p.relative_to(tmp_path / "a"): p.read_bytes() for p in build_compendium(sweep, tmp_path / "a")}
+    second = {p.relative_to(tmp_path / "b"): p.read_bytes() for p in build_compendium(sweep, tmp_path / "b")}
+    assert first == second
+    again = {p.relative_to(tmp_path / "a"): p.read_bytes() for p in build_compendium(sweep, tmp_path / "a")}
+    assert again == first
+
+
+def test_index_links_every_sweep_and_stale_plots_are_removed(sweep, tmp_path):
+    other = standard_sweep(tmp_path / "more", name="wave_lr_scan")
+    ingest_sweep(other)
+    out = tmp_path / "docs"
+    build_compendium(sweep, out)
+    build_compendium(other, out)
+    index = (out / "index.md").read_text()
+    assert "| [hisso_wave](hisso_wave.md) | 8 | smoke, hisso |" in index
+    assert "| [wave_lr_scan](wave_lr_scan.md) | 8 | smoke, hisso |" in index
+    shutil.rmtree(other / "smoke")
+    ingest_sweep(other)
+    build_compendium(other, out)
+    assert not (out / "wave_lr_scan" / "learning_curves_smoke.png").exists()
+    assert "| [wave_lr_scan](wave_lr_scan.md) | 5 | hisso |" in (out / "index.md").read_text()
+
+
+def test_new_trials_change_the_page(sweep, tmp_path):
+    build_compendium(sweep, tmp_path)
+    before = (tmp_path / "hisso_wave.md").read_text()
+    spec = TrialSpec("bbbbb_00005", {"estimator.params.lr": 5e-4, "hisso.window": 8},
+                     status="success", epochs=4, start_seconds=600)
+    write_trial(sweep / "hisso" / tune_dir_name(spec, 5), spec)
+    ingest_sweep(sweep)
+    build_compendium(sweep, tmp_path)
+    after = (tmp_path / "hisso_wave.md").read_text()
+    assert after != before and "| bbbbb_00005 | SUCCESS |" in after
+
+
+def test_compendium_of_a_sweep_without_tables_says_to_ingest(tmp_path):
+    path = standard_sweep(tmp_path)
+    with pytest.raises(FileNotFoundError, match="ingest"):
+        build_compendium(path, tmp_path / "docs")
+
+
+def test_module_entry_point_can_ingest_first(tmp_path):
+    path = standard_sweep(tmp_path / "s")
+    done = subprocess.run([sys.executable, "-m", "sweeps.compendium", str(path), "--ingest",
+                           "--out", str(tmp_path / "docs")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "docs" / "hisso_wave.md").is_file()
+
+
+def test_cli_reports_a_sweep_without_tables_on_stderr(tmp_path, capsys):
+    from sweeps.compendium.__main__ import main
+
+    assert main([str(tmp_path), "--out", str(tmp_path / "docs")]) == 1
+    assert "no results tables" in capsys.readouterr().err
