@@ -21,7 +21,6 @@ Writes bench/reports/sweep_overhead.md (and .json) and prints the figures.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import os
