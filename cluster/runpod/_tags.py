@@ -19,7 +19,9 @@ from typing import Dict, Optional, Tuple
 from ray.autoscaler.tags import TAG_RAY_CLUSTER_NAME, TAG_RAY_NODE_KIND, TAG_RAY_USER_NODE_TYPE
 
 SEPARATOR = "~"
-_TOKEN_KEY = "_create_token"  # not a Ray tag: identifies one create call (leak recovery)
+# The payload keeps Ray's tags and our create token (one create call, for leak recovery) apart,
+# so no tag name can be mistaken for the token: {"t": {tag: value}, "k": token}.
+_TAGS_KEY, _TOKEN_KEY = "t", "k"
 
 
 def encode_pod_name(tags: Dict[str, str], create_token: str = "") -> str:
@@ -32,7 +34,7 @@ def encode_pod_name(tags: Dict[str, str], create_token: str = "") -> str:
         ) if part
     )
     label = re.sub(r"[^A-Za-z0-9_.-]+", "-", label)[:60]
-    payload = dict(tags)
+    payload: Dict[str, object] = {_TAGS_KEY: dict(tags)}
     if create_token:
         payload[_TOKEN_KEY] = create_token
     raw = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
@@ -50,7 +52,11 @@ def decode_pod_name(name: str) -> Optional[Tuple[Dict[str, str], str]]:
         payload = json.loads(raw)
     except (ValueError, zlib.error):
         return None
-    if not isinstance(payload, dict) or not all(isinstance(v, str) for v in payload.values()):
+    if not isinstance(payload, dict):
         return None
-    token = payload.pop(_TOKEN_KEY, "")
-    return payload, token
+    tags, token = payload.get(_TAGS_KEY), payload.get(_TOKEN_KEY, "")
+    if not isinstance(tags, dict) or not isinstance(token, str):
+        return None
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+        return None
+    return tags, token
