@@ -25,6 +25,7 @@ if __package__ in (None, ""):  # run as a script: make the project root importab
     sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from sweeps.spec import SweepError, available_profiles, describe_plan, load_sweep, validate_trial_configs
+from sweeps.storage import SweepStore
 
 DEFAULT_SWEEP = Path(__file__).resolve().parent.parent / "configs" / "sweeps" / "hisso_wave.yaml"
 EXIT_OK, EXIT_STAGE_FAILED, EXIT_BAD_INPUT, EXIT_NO_GPU, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -44,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--address", default=None,
                         help="join an existing Ray cluster (e.g. auto); default: start Ray embedded and local")
     parser.add_argument("--storage", default="runs/sweeps",
-                        help="results root; the sweep folder is <storage>/<name> (default: runs/sweeps)")
+                        help="results root, a local path or a pyarrow filesystem URI (s3://bucket/sweeps, "
+                        "file:///mnt/vol/sweeps); the sweep folder is <storage>/<name> (default: runs/sweeps)")
     parser.add_argument("--name", default=None,
                         help="sweep folder name (default: <sweep name>-<UTC timestamp>)")
     parser.add_argument("--resume", action="store_true",
@@ -74,28 +76,27 @@ def _pick_profile(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _sweep_dir(args: argparse.Namespace, sweep_name: str) -> Path:
-    storage = Path(args.storage).resolve()
+def _sweep_store(args: argparse.Namespace, sweep_name: str) -> SweepStore:
+    try:
+        storage = SweepStore(args.storage)
+        storage.exists()
+    except (OSError, ValueError) as exc:  # pyarrow raises OSError (unreachable) or ArrowInvalid
+        raise SweepError("--storage", f"cannot open {args.storage!r}: {exc}") from exc
     if args.name:
-        return storage / args.name
+        return SweepStore(storage.uri_of(args.name))
     if args.resume:
-        candidates = sorted(
-            (p for p in storage.glob(f"{sweep_name}-*") if (p / "sweep.json").is_file()),
-            key=lambda p: p.stat().st_mtime,
-        )
+        # Folder names end in a UTC timestamp, so the newest sorts last.
+        candidates = [n for n in storage.child_dirs() if n.startswith(f"{sweep_name}-") and storage.exists(n, "sweep.json")]
         if not candidates:
             raise SweepError("--resume", f"no sweep folder of {sweep_name!r} under {storage} to resume; pass --name")
-        return candidates[-1]
+        return SweepStore(storage.uri_of(sorted(candidates)[-1]))
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return storage / f"{sweep_name}-{stamp}"
+    return SweepStore(storage.uri_of(f"{sweep_name}-{stamp}"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    if "://" in str(args.storage):
-        print("error: --storage: URIs are not supported yet; give a local or mounted path", file=sys.stderr)
-        return EXIT_BAD_INPUT
     try:
         profile = _pick_profile(args)
         spec = load_sweep(args.sweep, profile=profile)
@@ -105,10 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name in stages:
                 spec.stage(name)
         checked = validate_trial_configs(spec)
-        sweep_dir = _sweep_dir(args, spec.name)
-        if args.resume and not (sweep_dir / "sweep.json").is_file():
+        sweep_dir = _sweep_store(args, spec.name)
+        if args.resume and not sweep_dir.exists("sweep.json"):
             raise SweepError("--resume", f"{sweep_dir} holds no sweep to resume (no sweep.json)")
-        if not args.resume and (sweep_dir / "sweep.json").exists():
+        if not args.resume and sweep_dir.exists("sweep.json"):
             raise SweepError("--name", f"{sweep_dir} already holds a sweep; pass --resume to continue it or pick another --name")
     except (SweepError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -140,9 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     finally:
         ray.shutdown()
-    tables = sweep_dir / "tables"
     print()
-    print(format_summary(results, tables if tables.is_dir() else None))
+    print(format_summary(results, sweep_dir.uri_of("tables") if sweep_dir.exists("tables") else None))
     print(f"sweep folder: {sweep_dir}")
     _print_best(results, sweep_dir)
     return EXIT_OK if results and all(r.passed for r in results) else EXIT_STAGE_FAILED
@@ -161,20 +161,14 @@ def _resume_command(argv: Sequence[str] | None, name: str) -> str:
     return " ".join(["python sweeps/hisso_wave.py", *words, "--name", name, "--resume"])
 
 
-def _print_best(results, sweep_dir: Path) -> None:
+def _print_best(results, sweep_dir: SweepStore) -> None:
     """End with the best trial's metrics (the last stage that has one)."""
-    import json
-
     for result in reversed(results):
         best = result.best()
         if best is None:
             continue
-        path = sweep_dir / result.stage / best.trial_dir / "metrics.json"
-        try:
-            metrics = json.loads(path.read_text())
-        except (OSError, ValueError):
-            metrics = {}
-        print(f"best trial of stage {result.stage}: {best.trial_id} ({path.parent})")
+        metrics = sweep_dir.read_json(result.stage, best.trial_dir, "metrics.json") or {}
+        print(f"best trial of stage {result.stage}: {best.trial_id} ({sweep_dir.uri_of(result.stage, best.trial_dir)})")
         keys = ("val_loss", "test_loss", "best_epoch", "epochs_run", "reward", "reward_mean", "device",
                 "throughput_eps_per_sec", "duration_seconds")
         print("  " + "  ".join(f"{k}={metrics[k]:.5g}" if isinstance(metrics.get(k), float) else f"{k}={metrics.get(k)}" for k in keys))

@@ -17,21 +17,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
+import pyarrow.fs as pafs
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from psann.runlog import write_json_atomic
 from sweeps.spec import StageSpec, SweepSpec, grid_size, to_param_space
+from sweeps.storage import SweepStore
 from sweeps.trainable import hisso_trial
-from sweeps.watchdog import HangGuard
+from sweeps.watchdog import HUNG_RECORD, HangGuard
 
 __all__ = ["StageResult", "TrialOutcome", "GPUUnavailableError", "StageInterruptedError", "run_stage", "run_sweep", "format_summary", "gpu_capacity"]
 
 logger = logging.getLogger(__name__)
 
 STAGE_STATUS = "stage_status.json"
-HUNG_RECORD = "hung_trials.json"
 PASSING = ("SUCCESS", "PRUNED")
 
 
@@ -140,17 +140,19 @@ def _trial_dirname(trial) -> str:
     return trial.trial_id
 
 
-def _read_metrics(trial_dir: Path) -> dict[str, Any] | None:
+def _read_metrics(result) -> dict[str, Any] | None:
+    """The trial's metrics.json, read through the filesystem Tune stored it on."""
+    fs = getattr(result, "filesystem", None) or pafs.LocalFileSystem()
     try:
-        return json.loads((trial_dir / "metrics.json").read_text())
+        with fs.open_input_stream(f"{result.path.rstrip('/')}/metrics.json") as handle:
+            return json.loads(handle.read().decode())
     except (OSError, ValueError):
         return None
 
 
 def _outcome(result, hung_trials: dict[str, dict[str, Any]]) -> TrialOutcome:
-    trial_dir = Path(result.path)
-    trial_id = trial_dir.name
-    metrics_json = _read_metrics(trial_dir) or {}
+    trial_id = result.path.rstrip("/").rsplit("/", 1)[-1]
+    metrics_json = _read_metrics(result) or {}
     reported = result.metrics or {}
     hung = hung_trials.get(trial_id)
     status = metrics_json.get("status")
@@ -171,7 +173,7 @@ def _outcome(result, hung_trials: dict[str, dict[str, Any]]) -> TrialOutcome:
     params = {k: v for k, v in (result.config or {}).items()}
     return TrialOutcome(
         trial_id=trial_id,
-        trial_dir=trial_dir.name,
+        trial_dir=trial_id,
         tune_status="ERROR" if result.error is not None else "TERMINATED",
         outcome=outcome,
         iterations=reported.get("training_iteration"),
@@ -200,7 +202,7 @@ def _trainable(spec: SweepSpec, stage: StageSpec, cpu_only: bool):
     return tune.with_resources(trainable, {"cpu": stage.cpu, "gpu": gpu})
 
 
-def _scheduler(stage: StageSpec, spec: SweepSpec, stage_dir: Path) -> HangGuard:
+def _scheduler(stage: StageSpec, spec: SweepSpec, store: SweepStore) -> HangGuard:
     if stage.scheduler.kind == "asha":
         inner = ASHAScheduler(
             time_attr="training_iteration",
@@ -210,36 +212,37 @@ def _scheduler(stage: StageSpec, spec: SweepSpec, stage_dir: Path) -> HangGuard:
         )
     else:
         inner = FIFOScheduler()
-    return HangGuard(inner, spec.hang_timeout_s, record_path=stage_dir / HUNG_RECORD)
+    return HangGuard(inner, spec.hang_timeout_s, store=store, stage=stage.name)
 
 
 def run_stage(
     spec: SweepSpec,
     stage: StageSpec,
-    sweep_dir: Path,
+    sweep_dir: Path | str | SweepStore,
     *,
     allow_cpu: bool = False,
     resume: bool = False,
     verbose: int = 1,
 ) -> StageResult:
     """Run one stage as a Tune experiment (or restore it) and write its stage_status.json."""
-    stage_dir = sweep_dir / stage.name
-    status_file = stage_dir / STAGE_STATUS
-    if resume and status_file.is_file():
-        logger.info("stage %s already finished (%s): not re-run", stage.name, status_file)
-        return StageResult.from_json(json.loads(status_file.read_text()))
+    store = _as_store(sweep_dir)
+    stage_uri = store.uri_of(stage.name)
+    finished = store.read_json(stage.name, STAGE_STATUS) if resume else None
+    if finished is not None:
+        logger.info("stage %s already finished (%s): not re-run", stage.name, store.uri_of(stage.name, STAGE_STATUS))
+        return StageResult.from_json(finished)
 
     cpu_only = _needs_cpu_fallback(stage, allow_cpu)
     if cpu_only:
         logger.warning("stage %s: no GPU in the cluster; running on CPU as allowed (--allow-cpu)", stage.name)
 
-    guard = _scheduler(stage, spec, stage_dir)
+    guard = _scheduler(stage, spec, store)
     trainable = _trainable(spec, stage, cpu_only)
     param_space = to_param_space(spec.search_space)
-    if resume and tune.Tuner.can_restore(str(stage_dir)):
-        logger.info("stage %s: restoring the interrupted Tune experiment at %s", stage.name, stage_dir)
+    if resume and tune.Tuner.can_restore(stage_uri):
+        logger.info("stage %s: restoring the interrupted Tune experiment at %s", stage.name, stage_uri)
         tuner = tune.Tuner.restore(
-            str(stage_dir),
+            stage_uri,
             trainable=trainable,
             resume_unfinished=True,
             resume_errored=False,
@@ -261,7 +264,7 @@ def run_stage(
             ),
             run_config=tune.RunConfig(
                 name=stage.name,
-                storage_path=str(sweep_dir),
+                storage_path=store.uri,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=stage.max_failures),
                 sync_config=tune.SyncConfig(sync_artifacts=True),
@@ -269,14 +272,14 @@ def run_stage(
             ),
         )
     results = tuner.fit()
-    hung_trials = HangGuard.load_record(stage_dir / HUNG_RECORD)
+    hung_trials = HangGuard.load_record(store, stage.name)
     # Tune returns early on SIGINT: it saves the experiment state, then marks the trials it stops
     # TERMINATED in memory, so the ResultGrid cannot tell an interrupted stage from a finished one.
     # The saved state can: interrupted trials are still RUNNING or PENDING there, and trials not yet
     # generated are missing. Writing stage_status.json now would mark the stage finished and
     # --resume would skip it.
     expected = stage.num_samples * grid_size(spec.search_space)
-    saved = tune.ExperimentAnalysis(str(stage_dir)).trials
+    saved = tune.ExperimentAnalysis(stage_uri).trials
     ended = sum(1 for t in saved if t.status in ("TERMINATED", "ERROR"))
     if ended < max(expected, len(saved)):
         raise StageInterruptedError(stage.name, ended, expected)
@@ -291,26 +294,30 @@ def run_stage(
         required_fraction=stage.min_success_fraction,
         ran_on_cpu=cpu_only,
     )
-    write_json_atomic(status_file, result.to_json())
+    store.write_json(result.to_json(), stage.name, STAGE_STATUS)
     return result
 
 
-def _ingest(sweep_dir: Path) -> Path | None:
+def _as_store(sweep_dir: Path | str | SweepStore) -> SweepStore:
+    return sweep_dir if isinstance(sweep_dir, SweepStore) else SweepStore(sweep_dir)
+
+
+def _ingest(store: SweepStore) -> str | None:
     try:
         from sweeps.results import ingest_sweep
     except ImportError:  # pragma: no cover - the results store ships with sweeps
         return None
     try:
-        report = ingest_sweep(sweep_dir)
+        report = ingest_sweep(store.uri)
     except Exception as exc:  # the sweep's results stay on disk; ingest can be re-run by hand
-        logger.error("ingest of %s failed (%s); run `python -m sweeps.results ingest %s`", sweep_dir, exc, sweep_dir)
+        logger.error("ingest of %s failed (%s); run `python -m sweeps.results ingest %s`", store, exc, store)
         return None
-    return Path(report.tables_path)
+    return str(report.tables_path)
 
 
 def run_sweep(
     spec: SweepSpec,
-    sweep_dir: Path,
+    sweep_dir: Path | str | SweepStore,
     *,
     stages: Sequence[str] | None = None,
     allow_cpu: bool = False,
@@ -318,22 +325,23 @@ def run_sweep(
     verbose: int = 1,
 ) -> list[StageResult]:
     """Run the stages in order; stop at the first stage that fails its pass rule."""
+    store = _as_store(sweep_dir)
     chosen = [s for s in spec.stages if stages is None or s.name in stages]
     for stage in chosen:
-        if resume and (sweep_dir / stage.name / STAGE_STATUS).is_file():
+        if resume and store.exists(stage.name, STAGE_STATUS):
             continue  # finished before the interruption: not run again
         # Refuse a GPU stage that can never start before any earlier stage spends its trials (and
         # before the sweep folder exists, so the same --name works with --allow-cpu); run_stage
         # checks again when the stage's turn comes.
         _needs_cpu_fallback(stage, allow_cpu)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    _record_sweep(spec, sweep_dir, stages=stages, allow_cpu=allow_cpu, resume=resume)
+    store.makedirs()
+    _record_sweep(spec, store, stages=stages, allow_cpu=allow_cpu, resume=resume)
     results: list[StageResult] = []
     for stage in chosen:
         logger.info("stage %s: starting (%d trial(s) per sample set)", stage.name, stage.num_samples * grid_size(spec.search_space))
-        result = run_stage(spec, stage, sweep_dir, allow_cpu=allow_cpu, resume=resume, verbose=verbose)
+        result = run_stage(spec, stage, store, allow_cpu=allow_cpu, resume=resume, verbose=verbose)
         results.append(result)
-        tables = _ingest(sweep_dir)
+        tables = _ingest(store)
         if tables is not None:
             logger.info("results ingested into %s", tables)
         if not result.passed:
@@ -347,15 +355,14 @@ def run_sweep(
     return results
 
 
-def _record_sweep(spec: SweepSpec, sweep_dir: Path, *, stages, allow_cpu: bool, resume: bool) -> None:
-    path = sweep_dir / "sweep.json"
+def _record_sweep(spec: SweepSpec, store: SweepStore, *, stages, allow_cpu: bool, resume: bool) -> None:
     now = datetime.now(timezone.utc).isoformat()
-    if path.is_file():
-        record = json.loads(path.read_text())
+    record = store.read_json("sweep.json")
+    if isinstance(record, dict):
         record.setdefault("resumed_at", []).append(now)
     else:
         record = {
-            "name": sweep_dir.name,
+            "name": store.name,
             "sweep": spec.name,
             "sweep_file": str(spec.path),
             "base_config": str(spec.base_config_path),
@@ -369,7 +376,7 @@ def _record_sweep(spec: SweepSpec, sweep_dir: Path, *, stages, allow_cpu: bool, 
             "ray_version": ray.__version__,
             "python": sys.version.split()[0],
         }
-    write_json_atomic(path, record)
+    store.write_json(record, "sweep.json")
 
 
 def format_summary(results: Sequence[StageResult], tables: Path | None = None) -> str:

@@ -11,30 +11,34 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+import pyarrow.fs as pafs
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from psann.runlog import write_json_atomic
+from sweeps.storage import SweepStore
 
-__all__ = ["HangGuard", "last_events"]
+HUNG_RECORD = "hung_trials.json"
+
+__all__ = ["HUNG_RECORD", "HangGuard", "last_events"]
 
 logger = logging.getLogger(__name__)
 
 
-def last_events(trial_dir: str | Path | None, rows: int = 3) -> str:
+def last_events(trial_dir: str | Path | None, rows: int = 3, *, filesystem: pafs.FileSystem | None = None) -> str:
     """The last ``rows`` rows of a trial's events.csv as one line each (the autopsy)."""
     if trial_dir is None:
         return "(no trial folder)"
-    path = Path(trial_dir) / "events.csv"
-    if not path.is_file():
+    fs = filesystem or pafs.LocalFileSystem()
+    try:
+        with fs.open_input_stream(f"{str(trial_dir).rstrip('/')}/events.csv") as handle:
+            text = handle.read().decode()
+    except (FileNotFoundError, OSError):
         return "(no events.csv yet)"
-    with open(path, newline="") as handle:
-        records = list(csv.DictReader(handle))
+    records = list(csv.DictReader(io.StringIO(text)))
     if not records:
         return "(events.csv has no rows)"
     out = io.StringIO()
@@ -56,11 +60,13 @@ class HangGuard(TrialScheduler):
         inner: TrialScheduler | None,
         hang_timeout_s: float,
         *,
-        record_path: str | Path | None = None,
+        store: SweepStore | None = None,
+        stage: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.inner = inner or FIFOScheduler()
-        self.record_path = Path(record_path) if record_path is not None else None
+        self.store = store  # where <stage>/hung_trials.json is written (None: not written)
+        self.stage = stage
         self.hang_timeout_s = float(hang_timeout_s)
         self.clock = clock
         self._last_activity: dict[str, float] = {}
@@ -73,12 +79,10 @@ class HangGuard(TrialScheduler):
         self._last_activity = {}
 
     @staticmethod
-    def load_record(path: str | Path) -> dict[str, dict[str, Any]]:
+    def load_record(store: SweepStore, stage: str) -> dict[str, dict[str, Any]]:
         """Hung trials recorded in a stage folder (empty when none hung)."""
-        try:
-            return json.loads(Path(path).read_text())
-        except (OSError, ValueError):
-            return {}
+        record = store.read_json(stage, HUNG_RECORD)
+        return record if isinstance(record, dict) else {}
 
     # Tune sets metric/mode on the scheduler; keep the inner one in step.
     def set_search_properties(self, metric, mode, **spec) -> bool:
@@ -129,7 +133,7 @@ class HangGuard(TrialScheduler):
             silent = now - last
             if silent <= self.hang_timeout_s:
                 continue
-            autopsy = last_events(getattr(trial, "path", None))
+            autopsy = last_events(getattr(trial, "path", None), filesystem=self.store.fs if self.store else None)
             self.hung[trial.trial_id] = {
                 "silent_seconds": round(silent, 1),
                 "last_iteration": (trial.last_result or {}).get("training_iteration"),
@@ -139,8 +143,8 @@ class HangGuard(TrialScheduler):
                 "trial %s reported nothing for %.0f s (hang_timeout_s=%g): stopping it as HUNG; last events:\n%s",
                 trial.trial_id, silent, self.hang_timeout_s, autopsy,
             )
-            if self.record_path is not None:
-                record = self.load_record(self.record_path)
+            if self.store is not None and self.stage is not None:
+                record = self.load_record(self.store, self.stage)
                 record[trial.trial_id] = self.hung[trial.trial_id]
-                write_json_atomic(self.record_path, record)
+                self.store.write_json(record, self.stage, HUNG_RECORD)
             tune_controller.stop_trial(trial)

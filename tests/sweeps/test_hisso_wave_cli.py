@@ -81,10 +81,17 @@ def test_unknown_stage_in_stages_flag_is_refused(tmp_path, capsys):
     assert "'hiso'" in capsys.readouterr().err
 
 
-def test_storage_uri_is_refused(tmp_path, capsys):
+def test_unreachable_storage_uri_exits_2_naming_storage(tmp_path, capsys):
     path = write_sweep(tmp_path, [stage("smoke")])
-    assert _main(["--sweep", path, "--storage", "s3://bucket/sweeps", "--dry-run"]) == 2
+    assert _main(["--sweep", path, "--storage", "nosuchscheme://bucket/sweeps", "--dry-run"]) == 2
     assert "--storage" in capsys.readouterr().err
+
+
+def test_storage_uri_dry_run_names_the_sweep_folder_under_the_uri(tmp_path, capsys):
+    path = write_sweep(tmp_path, [stage("smoke")])
+    uri = (tmp_path / "store").as_uri()
+    assert _main(["--sweep", path, "--storage", uri, "--name", "s1", "--dry-run"]) == 0
+    assert f"{uri}/s1" in capsys.readouterr().out
 
 
 def test_gpu_stage_without_gpu_exits_3_before_any_trial(tmp_path):

@@ -84,3 +84,17 @@ def test_compendium_of_a_real_sweep_has_a_row_per_trial_and_plots(real_sweep, tm
             assert trial.trial_id in text
     pngs = [p for p in written if p.suffix == ".png"]
     assert pngs and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+
+
+def test_a_sweep_into_a_storage_uri_writes_trials_status_and_tables_there(tmp_path, local_ray):
+    from sweeps.stages import run_sweep
+
+    sweep_file = write_sweep(tmp_path, [stage("smoke", num_samples=2, epochs=2)])
+    uri = (tmp_path / "bucket").as_uri() + "/uri-sweep"
+    (result,) = run_sweep(load_sweep(sweep_file), uri, verbose=0)
+    assert result.passed and len(result.trials) == 2
+    folder = tmp_path / "bucket" / "uri-sweep"
+    assert (folder / "sweep.json").is_file() and (folder / "smoke" / "stage_status.json").is_file()
+    for trial in result.trials:
+        assert (folder / "smoke" / trial.trial_dir / "metrics.json").is_file()
+    assert load_trials(uri).num_rows == 2
