@@ -32,6 +32,7 @@ __all__ = ["StageResult", "TrialOutcome", "GPUUnavailableError", "StageInterrupt
 logger = logging.getLogger(__name__)
 
 STAGE_STATUS = "stage_status.json"
+KEEP_CHECKPOINTS = 4  # Tune checkpoints kept per trial
 PASSING = ("SUCCESS", "PRUNED")
 
 
@@ -265,7 +266,10 @@ def run_stage(
             run_config=tune.RunConfig(
                 name=stage.name,
                 storage_path=store.uri,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                # Tune snapshots the whole experiment state each time a trial has made num_to_keep
+                # checkpoints (a round trip through the driver); keeping a few amortises that cost
+                # over several epochs while a lost node still costs at most one epoch.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
                 failure_config=tune.FailureConfig(max_failures=stage.max_failures),
                 sync_config=tune.SyncConfig(sync_artifacts=True),
                 verbose=verbose,

@@ -38,7 +38,7 @@ def test_silent_trial_is_stopped_as_hung_while_the_others_finish(local_ray, tmp_
     assert "event=epoch" in hung["hung_last_events"]
     record = json.loads((sweep_dir / "smoke" / "hung_trials.json").read_text())
     assert set(record) == {hung["trial_id"]}
-    assert record[hung["trial_id"]]["silent_seconds"] > HANG_TIMEOUT_S
+    assert record[hung["trial_id"]]["silent_seconds"] >= HANG_TIMEOUT_S  # rounded to 0.1 s
     for penalty in (0.0, 0.001):
         assert by_penalty[penalty]["outcome"] == "SUCCESS" and by_penalty[penalty]["iterations"] == 4
     assert smoke["passed"] is True
