@@ -24,7 +24,9 @@ from _sweep_helpers import ROOT, epoch_rows, stage, stage_status, trial_dirs, wo
 pytestmark = pytest.mark.slow
 
 SCRIPT = ROOT / "sweeps" / "hisso_wave.py"
-EPOCHS = 5
+# Long enough that the second trial is still running when the interrupt lands (it is sent as
+# soon as that trial has checkpointed its first epoch; about 0.6 s per epoch).
+EPOCHS = 12
 
 
 def _status(trial_dir: Path) -> str | None:
