@@ -11,12 +11,13 @@ read or changed.
 from __future__ import annotations
 
 import difflib
-import importlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Union
 
 import numpy as np
+
+from psann._imports import import_object
 
 __all__ = [
     "Dataset",
@@ -132,16 +133,10 @@ def load_npz(path: Union[str, Path]) -> Dataset:
 
 def _import_callable(path: str, field: str) -> Callable[..., Any]:
     """Import ``"pkg.mod:func"`` or ``"pkg.mod.func"``; ValueError naming ``field`` if that fails."""
-    if ":" in path:
-        module_name, _, attr = path.partition(":")
-    else:
-        module_name, _, attr = path.rpartition(".")
-    if not module_name or not attr:
+    if "." not in path.replace(":", "."):
         raise ValueError(f"{field}: expected an import path like 'package.module.function'; got {path!r}.")
     try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
+        obj = import_object(path)
     except (ImportError, AttributeError) as exc:
         raise ValueError(f"{field}: cannot import {path!r} ({exc}).") from exc
     if not callable(obj):

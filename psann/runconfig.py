@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import importlib
 import json
 import math
 import os
@@ -26,6 +25,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from psann._imports import import_object
 from psann.data import DATASET_KEYS
 from psann.estimators import ESTIMATORS, BasePSANNEstimator
 from psann.hisso.options import HISSOOptions
@@ -107,13 +107,10 @@ def resolve_estimator_class(target: Any) -> type[BasePSANNEstimator]:
     name = target.rsplit(".", 1)[-1]
     if name in ESTIMATORS and target in (name, f"psann.{name}", f"psann.estimators.{name}"):
         return ESTIMATORS[name]
-    module_name, _, attr = target.rpartition(".")
-    cls = None
-    if module_name:
-        try:
-            cls = getattr(importlib.import_module(module_name), attr, None)
-        except ImportError:
-            cls = None
+    try:
+        cls = import_object(target)
+    except ImportError:
+        cls = None
     if not (isinstance(cls, type) and issubclass(cls, BasePSANNEstimator)):
         hint = difflib.get_close_matches(name, sorted(ESTIMATORS), n=1)
         suggestion = f" (did you mean 'psann.{hint[0]}'?)" if hint else ""
@@ -204,10 +201,9 @@ def _parse_data(raw: Any, base_dir: Path) -> dict[str, Any]:
     if not isinstance(loader, str) or "." not in loader:
         raise ConfigError("data.loader", f"expected a dotted path to a function, got {loader!r}")
     kwargs = _mapping(section.get("kwargs"), "data.kwargs")
-    module_name, _, attr = loader.replace(":", ".").rpartition(".")
     try:
-        func = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
+        func = import_object(loader)
+    except ImportError as exc:
         raise ConfigError("data.loader", f"cannot import {loader!r}: {exc}") from exc
     if not callable(func):
         raise ConfigError("data.loader", f"{loader!r} is not callable")

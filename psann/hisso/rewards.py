@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import difflib
 import functools
-import importlib
 import inspect
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Union
 
 import torch
 
+from psann._imports import import_object
 from psann.metrics import portfolio_metrics
 
 __all__ = [
@@ -164,37 +164,6 @@ def get_reward_strategy(name: str) -> RewardStrategy:
         raise ValueError(_unknown_reward_message(name)) from None
 
 
-def _import_object(path: str) -> Any:
-    """Import ``"pkg.mod:attr"`` or ``"pkg.mod.attr"`` (the longest importable module prefix)."""
-    if ":" in path:
-        module_name, _, attr_path = path.partition(":")
-        candidates = [(module_name, attr_path)]
-    else:
-        parts = path.split(".")
-        candidates = [(".".join(parts[:i]), ".".join(parts[i:])) for i in range(len(parts) - 1, 0, -1)]
-    last_error: Exception | None = None
-    for module_name, attr_path in candidates:
-        if not module_name or not attr_path:
-            continue
-        try:
-            obj: Any = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            # Only a missing prefix means "try a shorter one"; a module that fails on its own
-            # missing dependency is reported as such.
-            if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-                last_error = exc
-                continue
-            raise
-        try:
-            for attr in attr_path.split("."):
-                obj = getattr(obj, attr)
-        except AttributeError as exc:
-            last_error = exc
-            continue
-        return obj
-    raise ImportError(str(last_error) if last_error else f"not an import path: {path!r}")
-
-
 def _callable_name(fn: Callable) -> str:
     module = getattr(fn, "__module__", None) or type(fn).__module__
     qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
@@ -227,7 +196,7 @@ def resolve_reward(spec: Union[str, RewardStrategy, RewardFn]) -> RewardStrategy
         if "." not in path and ":" not in path:
             raise ValueError(_unknown_reward_message(spec))
         try:
-            obj = _import_object(path)
+            obj = import_object(path)
         except ImportError as exc:
             raise ValueError(_unknown_reward_message(spec, f"cannot import: {exc}")) from exc
         if isinstance(obj, RewardStrategy):
