@@ -17,7 +17,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-import pyarrow.fs as pafs
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -141,19 +140,9 @@ def _trial_dirname(trial) -> str:
     return trial.trial_id
 
 
-def _read_metrics(result) -> dict[str, Any] | None:
-    """The trial's metrics.json, read through the filesystem Tune stored it on."""
-    fs = getattr(result, "filesystem", None) or pafs.LocalFileSystem()
-    try:
-        with fs.open_input_stream(f"{result.path.rstrip('/')}/metrics.json") as handle:
-            return json.loads(handle.read().decode())
-    except (OSError, ValueError):
-        return None
-
-
-def _outcome(result, hung_trials: dict[str, dict[str, Any]]) -> TrialOutcome:
+def _outcome(result, hung_trials: dict[str, dict[str, Any]], store: SweepStore, stage: str) -> TrialOutcome:
     trial_id = result.path.rstrip("/").rsplit("/", 1)[-1]
-    metrics_json = _read_metrics(result) or {}
+    metrics_json = store.read_json(stage, trial_id, "metrics.json") or {}
     reported = result.metrics or {}
     hung = hung_trials.get(trial_id)
     status = metrics_json.get("status")
@@ -287,7 +276,7 @@ def run_stage(
     ended = sum(1 for t in saved if t.status in ("TERMINATED", "ERROR"))
     if ended < max(expected, len(saved)):
         raise StageInterruptedError(stage.name, ended, expected)
-    outcomes = tuple(sorted((_outcome(r, hung_trials) for r in results), key=lambda t: t.trial_id))
+    outcomes = tuple(sorted((_outcome(r, hung_trials, store, stage.name) for r in results), key=lambda t: t.trial_id))
     trials = len(outcomes)
     fraction = sum(1 for t in outcomes if t.outcome in PASSING) / trials if trials else 0.0
     result = StageResult(

@@ -13,10 +13,8 @@ import csv
 import io
 import logging
 import time
-from pathlib import Path
 from typing import Any, Callable
 
-import pyarrow.fs as pafs
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from sweeps.storage import SweepStore
@@ -28,17 +26,11 @@ __all__ = ["HUNG_RECORD", "HangGuard", "last_events"]
 logger = logging.getLogger(__name__)
 
 
-def last_events(trial_dir: str | Path | None, rows: int = 3, *, filesystem: pafs.FileSystem | None = None) -> str:
-    """The last ``rows`` rows of a trial's events.csv as one line each (the autopsy)."""
-    if trial_dir is None:
-        return "(no trial folder)"
-    fs = filesystem or pafs.LocalFileSystem()
-    try:
-        with fs.open_input_stream(f"{str(trial_dir).rstrip('/')}/events.csv") as handle:
-            text = handle.read().decode()
-    except (FileNotFoundError, OSError):
+def last_events(events_csv: str | None, rows: int = 3) -> str:
+    """The last ``rows`` rows of a trial's events.csv text as one line each (the autopsy)."""
+    if events_csv is None:
         return "(no events.csv yet)"
-    records = list(csv.DictReader(io.StringIO(text)))
+    records = list(csv.DictReader(io.StringIO(events_csv)))
     if not records:
         return "(events.csv has no rows)"
     out = io.StringIO()
@@ -133,7 +125,9 @@ class HangGuard(TrialScheduler):
             silent = now - last
             if silent <= self.hang_timeout_s:
                 continue
-            autopsy = last_events(getattr(trial, "path", None), filesystem=self.store.fs if self.store else None)
+            # Trial folders are named by trial id inside the stage folder (sweeps.stages).
+            events = self.store.read_text(self.stage, trial.trial_id, "events.csv") if self.store else None
+            autopsy = last_events(events)
             self.hung[trial.trial_id] = {
                 "silent_seconds": round(silent, 1),
                 "last_iteration": (trial.last_result or {}).get("training_iteration"),
