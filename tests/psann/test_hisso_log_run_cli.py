@@ -18,6 +18,7 @@ import pytest
 import torch
 import yaml
 
+from _config_edits import edited
 from psann.data import load_loader
 from psann.estimators import ESTIMATORS
 from psann.hisso import hisso_evaluate_reward, hisso_infer_series
@@ -231,16 +232,7 @@ def _market(rows=(40, 16, 16), features=2, assets=2, seed=0):
 
 
 def _with(raw, dotted, value):
-    raw = json.loads(json.dumps(raw))
-    *parents, last = dotted.split(".")
-    node = raw
-    for part in parents:
-        node = node[part]
-    if value is ...:
-        del node[last]
-    else:
-        node[last] = value
-    return raw
+    return edited(raw, {dotted: value})
 
 
 def _nan_market():

@@ -9,6 +9,7 @@ import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from _config_edits import edited
 from psann.hisso.options import HISSOOptions, WarmStartOptions
 from psann.runconfig import (
     SECTIONS,
@@ -31,17 +32,7 @@ BASE = {
 
 def _config(**changes):
     """BASE with dotted-path changes; a value of ... deletes the key."""
-    raw = copy.deepcopy(BASE)
-    for dotted, value in changes.items():
-        *parents, last = dotted.split(".")
-        node = raw
-        for part in parents:
-            node = node[part]
-        if value is ...:
-            del node[last]
-        else:
-            node[last] = value
-    return raw
+    return edited(BASE, changes)
 
 
 def _error(raw, tmp_path=None):
