@@ -1,44 +1,59 @@
 """psann: sine-activated neural networks (PSANN) and the HISSO episodic trainer.
 
 Importing psann never imports Ray; the sweep orchestration lives in the separate ``sweeps`` package.
+Public names load their module on first use (PEP 562), so ``import psann.errors`` or
+``import psann.contract`` (standard library only) does not pay for torch.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from psann.activations import SineActivation, SineConfig, SineLayer, siren_init_
-from psann.estimators import PSANNRegressor, ResPSANNRegressor, WaveResNetRegressor
-from psann.hisso import (
-    HISSOOptions,
-    get_reward_strategy,
-    hisso_evaluate_reward,
-    hisso_infer_series,
-    register_reward_strategy,
-)
-from psann.metrics import baseline_metrics, portfolio_metrics
-from psann.models import PSANNNet, ResPSANNNet, WaveResNet
-from psann.training import Callback, History, LoopConfig, TrainingLoop
+# public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    "SineActivation": "psann.activations",
+    "SineConfig": "psann.activations",
+    "SineLayer": "psann.activations",
+    "siren_init_": "psann.activations",
+    "PSANNRegressor": "psann.estimators",
+    "ResPSANNRegressor": "psann.estimators",
+    "WaveResNetRegressor": "psann.estimators",
+    "ResConvPSANNRegressor": "psann.estimators",
+    "ValidationError": "psann.errors",
+    "HISSOOptions": "psann.hisso",
+    "get_reward_strategy": "psann.hisso",
+    "hisso_evaluate_reward": "psann.hisso",
+    "hisso_infer_series": "psann.hisso",
+    "register_reward_strategy": "psann.hisso",
+    "baseline_metrics": "psann.metrics",
+    "regime_market_dataset": "psann.data",
+    "sequence_market_dataset": "psann.data",
+    "portfolio_metrics": "psann.metrics",
+    "PSANNNet": "psann.models",
+    "ResPSANNNet": "psann.models",
+    "WaveResNet": "psann.models",
+    "ResConvPSANNNet": "psann.models",
+    "Callback": "psann.training",
+    "History": "psann.training",
+    "LoopConfig": "psann.training",
+    "TrainingLoop": "psann.training",
+    "TrainingSnapshot": "psann.training",
+}
 
-__all__ = [
-    "__version__",
-    "Callback",
-    "HISSOOptions",
-    "History",
-    "LoopConfig",
-    "PSANNNet",
-    "PSANNRegressor",
-    "ResPSANNNet",
-    "ResPSANNRegressor",
-    "SineActivation",
-    "SineConfig",
-    "SineLayer",
-    "TrainingLoop",
-    "WaveResNet",
-    "WaveResNetRegressor",
-    "baseline_metrics",
-    "get_reward_strategy",
-    "hisso_evaluate_reward",
-    "hisso_infer_series",
-    "portfolio_metrics",
-    "register_reward_strategy",
-    "siren_init_",
-]
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'psann' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, Callable
 
-__all__ = ["import_object"]
+from psann.errors import ValidationError, ValidationTypeError, short_repr
+
+__all__ = ["import_callable", "import_object", "import_path_of"]
 
 
 def import_object(path: str) -> Any:
@@ -40,3 +42,48 @@ def import_object(path: str) -> Any:
             continue
         return obj
     raise ImportError(str(last_error) if last_error else f"not an import path: {path!r}")
+
+
+def import_callable(path: Any, key: str) -> Callable[..., Any]:
+    """Import the callable a config names at ``key`` (``data.loader``): ``"pkg.mod.func"`` or
+    ``"pkg.mod:func"``.
+
+    Raises ValidationTypeError (key ``key``) when ``path`` is not a string, and ValidationError when
+    it is not an import path, cannot be imported, or names something that is not callable.
+    """
+    if not isinstance(path, str):
+        raise ValidationTypeError.expected(key, "an import path such as 'package.module.function'", path)
+    path = path.strip()
+    if "." not in path.replace(":", "."):
+        raise ValidationError.expected(key, "an import path such as 'package.module.function'", path)
+    try:
+        obj = import_object(path)
+    except ImportError as exc:
+        raise ValidationError(key, f"cannot import {short_repr(path)} ({exc})") from exc
+    if not callable(obj):
+        raise ValidationError(key, f"{short_repr(path)} is a {type(obj).__name__}, not a callable")
+    return obj
+
+
+def import_path_of(obj: Any, key: str) -> str:
+    """The ``"pkg.mod:qualname"`` path that imports back to ``obj`` (how saved models name callables).
+
+    Raises ValidationError (key ``key``) for objects no path reaches: lambdas, nested functions,
+    callables defined in ``__main__`` or instances.
+    """
+    module = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None)
+    if not module or not qualname or "<" in qualname or module == "__main__":
+        raise ValidationError(
+            key,
+            f"{short_repr(obj)} cannot be saved by import path; use a module-level function and pass it "
+            "(or its path 'package.module:function')",
+        )
+    path = f"{module}:{qualname}"
+    try:
+        found = import_object(path)
+    except ImportError as exc:
+        raise ValidationError(key, f"{short_repr(obj)} does not import back from {path!r} ({exc})") from exc
+    if found is not obj:
+        raise ValidationError(key, f"{path!r} imports a different object than {short_repr(obj)}")
+    return path

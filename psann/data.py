@@ -1,23 +1,39 @@
 """Datasets for psann runs: validation, npz and loader sources, built-in synthetic markets.
 
-A dataset is a plain ``dict[str, np.ndarray]`` of float32 2-D arrays with the keys in
+A dataset is a plain ``dict[str, np.ndarray]`` of float32 arrays with the keys in
 :data:`DATASET_KEYS`; ``X_train`` is required. Rows are time steps of one series per split
-(the splits are contiguous pieces of one timeline), not independent windows.
+(the splits are contiguous pieces of one timeline): row n of ``X`` is the sample at step n (a
+feature row (F,), or a window (C, L) / (C, H, W) ending at step n), row n of ``y``, ``prices``,
+``context`` and ``cond`` (per-sample conditioning for WaveResNet) belongs to the same step.
 
 Randomness comes only from seeded ``np.random.Generator`` objects; global RNG state is never
 read or changed.
+
+Errors are :class:`psann.errors.ValidationError` (``ValidationTypeError`` for a wrong type), keyed
+by what is wrong, never only described in text:
+
+- a problem with one array has the array's dataset key (``X_val``): a wrong shape, dtype or value,
+  an unknown key, a required key that is missing (``X_train``; ``X_test`` when ``y_test`` is
+  given without it), or an array that disagrees with another (``y_train`` with fewer rows than
+  ``X_train``, ``X_val`` with more columns than ``X_train``: the later one is named);
+- a problem with the whole dataset or file has the ``source`` as key (the npz path);
+- ``load_loader``'s own arguments are keyed by their run-config names (``data.loader``,
+  ``data.kwargs``), and the built-in generators' arguments by the argument name (``steps``),
+  which a caller places in a config with ``err.under("data.kwargs")``.
+
+The source (a file or a loader) is named at the end of the reason: ``(in path/to/data.npz)``.
 """
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Union
 
 import numpy as np
 
-from psann._imports import import_object
+from psann._imports import import_callable
+from psann.errors import ValidationError, ValidationTypeError, short_repr, unknown_key
 
 __all__ = [
     "Dataset",
@@ -28,35 +44,40 @@ __all__ = [
     "load_loader",
     "toy_hisso_dataset",
     "regime_market_dataset",
+    "sequence_market_dataset",
 ]
 
 Dataset = dict[str, np.ndarray]
 
 SPLITS = ("train", "val", "test")
-_KINDS = ("X", "y", "context", "prices")
+_KINDS = ("X", "y", "context", "prices", "cond")
 DATASET_KEYS = tuple(f"{kind}_{split}" for split in SPLITS for kind in _KINDS)
 
 
-def _did_you_mean(key: str, allowed: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(key, allowed, n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
+def _error(
+    key: str, reason: str, source: str | None, error: type[ValidationError] = ValidationError
+) -> ValidationError:
+    """A dataset error keyed by ``key``, its reason naming the source when there is one."""
+    return error(key, f"{reason} (in {source})" if source else reason)
 
 
-def _to_float32(key: str, value: Any, source: str) -> np.ndarray:
+def _to_float32(key: str, value: Any, source: str | None) -> np.ndarray:
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch.Tensor, without importing torch
         value = value.detach().cpu().float().numpy()  # .float() first: numpy has no bfloat16
     raw = np.asarray(value)
     if raw.dtype.kind not in "biuf":
-        raise TypeError(f"{source}: {key} must be a real numeric array; got dtype {raw.dtype}.")
+        raise _error(key, f"expected a real numeric array, got dtype {raw.dtype}", source, ValidationTypeError)
     return np.array(raw, dtype=np.float32, copy=True, order="C")
 
 
-def validate_dataset(data: Mapping[str, Any], *, source: str = "dataset") -> Dataset:
-    """Check a dataset mapping and return a new dict of float32 2-D arrays.
+def validate_dataset(data: Mapping[str, Any], *, source: str | None = None) -> Dataset:
+    """Check a dataset mapping and return a new dict of float32 arrays.
 
-    1-D ``y_*``, ``prices_*`` and ``context_*`` become (T, 1); ``X_*`` must be 2-D (T, F) with the
-    same F in every split; each split's y / prices / context have as many rows as its X;
-    values are finite; prices are > 0. Errors name ``source``, the key and the shapes.
+    1-D ``y_*``, ``prices_*``, ``context_*`` and ``cond_*`` become (T, 1); ``X_*`` is (T, F),
+    (T, C, L) or (T, C, H, W) with the same sample shape in every split; ``y_*`` may also be
+    per-position (T, k, *positions); each split's y / prices / context / cond have as many rows as its X;
+    values are finite; prices are > 0. Errors are ValidationErrors keyed by the dataset key
+    (see the module docstring); ``source`` (a file or loader) is named in their text.
 
     Example:
         >>> d = validate_dataset({"X_train": np.zeros((5, 2)), "y_train": np.ones(5)})
@@ -64,84 +85,81 @@ def validate_dataset(data: Mapping[str, Any], *, source: str = "dataset") -> Dat
         (5, 1)
     """
     if not isinstance(data, Mapping):
-        raise TypeError(f"{source}: a dataset must be a mapping of key -> array; got {type(data).__name__}.")
+        raise ValidationTypeError(
+            source or "dataset", f"expected a mapping of dataset key -> array, got {type(data).__name__}"
+        )
     for key in data:
         if key not in DATASET_KEYS:
-            raise ValueError(
-                f"{source}: unknown dataset key {key!r}.{_did_you_mean(str(key), DATASET_KEYS)} "
-                f"Allowed keys: {', '.join(DATASET_KEYS)}."
-            )
+            unknown = unknown_key(key, DATASET_KEYS)
+            raise _error(unknown.key, unknown.reason, source)
     if "X_train" not in data:
-        raise ValueError(f"{source}: the dataset must contain 'X_train'; got keys {sorted(data)}.")
+        raise _error("X_train", f"missing required key; got keys {', '.join(sorted(map(str, data))) or '(none)'}", source)
 
     result: Dataset = {}
     for key in DATASET_KEYS:
         if key not in data:
             continue
         array = _to_float32(key, data[key], source)
-        if key.startswith("X_"):
-            if array.ndim != 2:
-                raise ValueError(f"{source}: {key} must be 2-D (T, F); got shape {array.shape}.")
+        if key.startswith(("X_", "y_")):
+            if key.startswith("y_") and array.ndim == 1:
+                array = array[:, None]
+            if not 2 <= array.ndim <= 4:
+                layouts = "(T, F), (T, C, L) or (T, C, H, W)" if key.startswith("X_") else "(T,), (T, K) or per position (T, K, *positions)"
+                raise _error(key, f"expected {layouts}, got shape {array.shape}", source)
         elif array.ndim == 1:
             array = array[:, None]
         elif array.ndim != 2:
-            raise ValueError(f"{source}: {key} must be 1-D (T,) or 2-D (T, K); got shape {array.shape}.")
-        if array.shape[0] == 0 or array.shape[1] == 0:
-            raise ValueError(f"{source}: {key} must not be empty; got shape {array.shape}.")
+            raise _error(key, f"expected a 1-D (T,) or 2-D (T, K) array, got shape {array.shape}", source)
+        if array.shape[0] == 0 or 0 in array.shape[1:]:
+            raise _error(key, f"expected a non-empty array, got shape {array.shape}", source)
         bad = ~np.isfinite(array)
         if bad.any():
             index = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"{source}: {key} must be finite; got {array[index]} at index {index}.")
+            raise _error(key, f"expected finite values, got {array[index]} at index {index}", source)
         if key.startswith("prices_") and (array <= 0).any():
             index = tuple(int(i) for i in np.argwhere(array <= 0)[0])
-            raise ValueError(f"{source}: {key} must be > 0; got {array[index]} at index {index}.")
+            raise _error(key, f"expected prices > 0, got {array[index]} at index {index}", source)
         result[key] = array
 
     for kind in _KINDS:
-        widths = {key: result[key].shape for key in (f"{kind}_{split}" for split in SPLITS) if key in result}
-        if len({shape[1] for shape in widths.values()}) > 1:
-            shapes = ", ".join(f"{key} {shape}" for key, shape in widths.items())
-            raise ValueError(f"{source}: every {kind}_* split must have the same number of columns; got {shapes}.")
+        shapes = {key: result[key].shape for key in (f"{kind}_{split}" for split in SPLITS) if key in result}
+        samples = [shape[1:] for shape in shapes.values()]
+        for key, shape in shapes.items():
+            if shape[1:] != samples[0]:  # the first split that disagrees with the earliest one is named
+                listed = ", ".join(f"{k} {s}" for k, s in shapes.items())
+                raise _error(key, f"expected the same sample shape in every {kind}_* split, got {listed}", source)
     for split in SPLITS:
         x_key = f"X_{split}"
-        for kind in ("y", "context", "prices"):
+        for kind in ("y", "context", "prices", "cond"):
             key = f"{kind}_{split}"
             if key not in result:
                 continue
             if x_key not in result:
-                raise ValueError(f"{source}: {key} is given but {x_key} is missing; add {x_key} or drop {key}.")
+                raise _error(x_key, f"missing, but {key} is given; add {x_key} or drop {key}", source)
             if result[key].shape[0] != result[x_key].shape[0]:
-                raise ValueError(
-                    f"{source}: {key} must have as many rows as {x_key}; "
-                    f"got {key} {result[key].shape} and {x_key} {result[x_key].shape}."
+                raise _error(
+                    key,
+                    f"expected as many rows as {x_key}, got {key} {result[key].shape} and {x_key} {result[x_key].shape}",
+                    source,
                 )
     return result
 
 
 def load_npz(path: Union[str, Path]) -> Dataset:
-    """Load and validate a dataset saved with ``np.savez`` (no pickled objects allowed)."""
+    """Load and validate a dataset saved with ``np.savez`` (no pickled objects allowed).
+
+    Errors in its arrays are keyed by the array's name; a file that cannot be read as an npz of
+    plain arrays is keyed by its path.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"dataset file not found: {str(path)!r}.")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except ValueError as exc:  # object arrays need pickle, which we refuse
-        raise ValueError(f"{path}: cannot load without pickle ({exc}).") from exc
+    except ValueError as exc:  # object arrays need pickle, which we refuse; or not an npz at all
+        raise ValidationError(str(path), f"cannot load as an npz of plain arrays without pickle ({exc})") from exc
     return validate_dataset(arrays, source=str(path))
-
-
-def _import_callable(path: str, field: str) -> Callable[..., Any]:
-    """Import ``"pkg.mod:func"`` or ``"pkg.mod.func"``; ValueError naming ``field`` if that fails."""
-    if "." not in path.replace(":", "."):
-        raise ValueError(f"{field}: expected an import path like 'package.module.function'; got {path!r}.")
-    try:
-        obj = import_object(path)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"{field}: cannot import {path!r} ({exc}).") from exc
-    if not callable(obj):
-        raise ValueError(f"{field}: {path!r} is a {type(obj).__name__}, not a callable.")
-    return obj
 
 
 def load_loader(dotted_path: str, kwargs: Mapping[str, Any] | None = None) -> Dataset:
@@ -153,39 +171,45 @@ def load_loader(dotted_path: str, kwargs: Mapping[str, Any] | None = None) -> Da
         >>> d["X_train"].shape
         (38, 4)
     """
-    if not isinstance(dotted_path, str):
-        raise TypeError(f"data.loader must be an import path string; got {type(dotted_path).__name__}.")
     if kwargs is not None and not isinstance(kwargs, Mapping):
-        raise TypeError(f"data.kwargs must be a mapping; got {type(kwargs).__name__}.")
-    loader = _import_callable(dotted_path.strip(), "data.loader")
+        raise ValidationTypeError.expected("data.kwargs", "a mapping", kwargs)
+    loader = import_callable(dotted_path, "data.loader")
     data = loader(**dict(kwargs or {}))
     if not isinstance(data, Mapping):
-        raise TypeError(f"data.loader {dotted_path!r} must return a mapping of arrays; got {type(data).__name__}.")
-    return validate_dataset(data, source=f"data.loader {dotted_path}")
+        raise ValidationTypeError(
+            "data.loader", f"{short_repr(dotted_path)} returned a {type(data).__name__}, expected a mapping of arrays"
+        )
+    return validate_dataset(data, source=f"data.loader {dotted_path.strip()}")
 
 
 def _split_rows(steps: int, train_fraction: float, val_fraction: float) -> tuple[slice, slice, slice]:
-    if not 0.0 < train_fraction < 1.0:
-        raise ValueError(f"train_fraction must be in (0, 1); got {train_fraction!r}.")
-    if not 0.0 < val_fraction < 1.0 or train_fraction + val_fraction >= 1.0:
-        raise ValueError(
-            "val_fraction must be in (0, 1) with train_fraction + val_fraction < 1; "
-            f"got train_fraction={train_fraction!r}, val_fraction={val_fraction!r}."
+    if not _is_fraction(train_fraction):
+        raise ValidationError.expected("train_fraction", "a number in (0, 1)", train_fraction)
+    if not _is_fraction(val_fraction) or train_fraction + val_fraction >= 1.0:
+        raise ValidationError(
+            "val_fraction",
+            "expected a number in (0, 1) with train_fraction + val_fraction < 1, "
+            f"got train_fraction={train_fraction!r}, val_fraction={val_fraction!r}",
         )
     n_train = int(steps * train_fraction)
     n_val = int(steps * val_fraction)
     n_test = steps - n_train - n_val
     if min(n_train, n_val, n_test) < 2:
-        raise ValueError(
-            f"steps={steps} with train_fraction={train_fraction} and val_fraction={val_fraction} "
-            f"gives splits of {n_train}/{n_val}/{n_test} rows; each needs at least 2."
+        raise ValidationError(
+            "steps",
+            f"{steps} with train_fraction={train_fraction} and val_fraction={val_fraction} "
+            f"gives splits of {n_train}/{n_val}/{n_test} rows; each needs at least 2",
         )
     return slice(0, n_train), slice(n_train, n_train + n_val), slice(n_train + n_val, steps)
 
 
+def _is_fraction(value: Any) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and 0.0 < value < 1.0
+
+
 def _check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}.")
+        raise ValidationError.expected(name, f"an int >= {minimum}", value)
     return int(value)
 
 
@@ -252,6 +276,62 @@ _REGIME_DRIFT = np.array([0.0008, 0.0, -0.002])  # mean log return per step, bef
 _REGIME_VOLATILITY = np.array([0.008, 0.010, 0.020])
 
 
+def _regime_market(
+    steps: int, assets: Any, features: Any, seed: Any, signal_strength: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The regime market's per-step features, next-step log returns and prices (see regime_market_dataset)."""
+    assets = _check_int("assets", assets, 1)
+    features = _check_int("features", features, assets)
+    if (
+        isinstance(signal_strength, bool)
+        or not isinstance(signal_strength, (int, float, np.number))
+        or not np.isfinite(signal_strength)
+        or signal_strength < 0
+    ):
+        raise ValidationError.expected("signal_strength", "a finite number >= 0", signal_strength)
+    signal_strength = float(signal_strength)
+    rng = np.random.default_rng(seed)
+
+    drift = _REGIME_DRIFT[:, None] + rng.normal(0.0, 0.0003, size=(3, assets))
+    volatility = _REGIME_VOLATILITY[:, None] * rng.uniform(0.8, 1.25, size=(3, assets))
+
+    regimes = np.empty(steps, dtype=np.int64)
+    regimes[0] = rng.integers(3)
+    uniforms = rng.random(steps)
+    cumulative = np.cumsum(_REGIME_TRANSITIONS, axis=1)
+    for t in range(1, steps):
+        regimes[t] = min(int(np.searchsorted(cumulative[regimes[t - 1]], uniforms[t], side="right")), 2)
+
+    phi, alpha_std = 0.97, 0.002
+    innovations = rng.normal(0.0, alpha_std * np.sqrt(1.0 - phi**2), size=(steps, assets))
+    alpha = np.empty((steps, assets))
+    alpha[0] = rng.normal(0.0, alpha_std, size=assets)
+    for t in range(1, steps):
+        alpha[t] = phi * alpha[t - 1] + innovations[t]
+
+    expected = drift[regimes] + alpha
+    y = expected + volatility[regimes] * rng.standard_normal((steps, assets))
+    prices = 100.0 * np.exp(np.vstack([np.zeros((1, assets)), np.cumsum(y[:-1], axis=0)]))
+
+    x = np.empty((steps, features))
+    x[:, :assets] = signal_strength * expected / (expected.std() + 1e-12) + rng.standard_normal((steps, assets))
+    if features > assets:
+        bear = (regimes == 2).astype(np.float64)
+        x[:, assets] = signal_strength * bear + rng.standard_normal(steps)
+    n_distractors = features - assets - 1
+    if n_distractors > 0:
+        noise = rng.standard_normal((steps, n_distractors))
+        ar_noise = np.empty_like(noise)
+        ar_noise[0] = noise[0]
+        for t in range(1, steps):
+            ar_noise[t] = 0.9 * ar_noise[t - 1] + np.sqrt(1 - 0.9**2) * noise[t]
+        periods = rng.uniform(20.0, 200.0, size=n_distractors)
+        phases = rng.uniform(0.0, 2.0 * np.pi, size=n_distractors)
+        waves = np.sin(2.0 * np.pi * np.arange(steps)[:, None] / periods + phases)
+        x[:, assets + 1 :] = np.where(np.arange(n_distractors) % 2 == 0, ar_noise, waves)
+    return x, y, prices
+
+
 def regime_market_dataset(
     steps: int = 3000,
     assets: int = 4,
@@ -292,49 +372,42 @@ def regime_market_dataset(
         ((300, 8), (100, 4))
     """
     steps = _check_int("steps", steps, 6)
-    assets = _check_int("assets", assets, 1)
-    features = _check_int("features", features, assets)
-    signal_strength = float(signal_strength)
-    if not np.isfinite(signal_strength) or signal_strength < 0:
-        raise ValueError(f"signal_strength must be a finite number >= 0; got {signal_strength!r}.")
     splits = _split_rows(steps, train_fraction, val_fraction)
-    rng = np.random.default_rng(seed)
-
-    drift = _REGIME_DRIFT[:, None] + rng.normal(0.0, 0.0003, size=(3, assets))
-    volatility = _REGIME_VOLATILITY[:, None] * rng.uniform(0.8, 1.25, size=(3, assets))
-
-    regimes = np.empty(steps, dtype=np.int64)
-    regimes[0] = rng.integers(3)
-    uniforms = rng.random(steps)
-    cumulative = np.cumsum(_REGIME_TRANSITIONS, axis=1)
-    for t in range(1, steps):
-        regimes[t] = min(int(np.searchsorted(cumulative[regimes[t - 1]], uniforms[t], side="right")), 2)
-
-    phi, alpha_std = 0.97, 0.002
-    innovations = rng.normal(0.0, alpha_std * np.sqrt(1.0 - phi**2), size=(steps, assets))
-    alpha = np.empty((steps, assets))
-    alpha[0] = rng.normal(0.0, alpha_std, size=assets)
-    for t in range(1, steps):
-        alpha[t] = phi * alpha[t - 1] + innovations[t]
-
-    expected = drift[regimes] + alpha
-    y = expected + volatility[regimes] * rng.standard_normal((steps, assets))
-    prices = 100.0 * np.exp(np.vstack([np.zeros((1, assets)), np.cumsum(y[:-1], axis=0)]))
-
-    x = np.empty((steps, features))
-    x[:, :assets] = signal_strength * expected / (expected.std() + 1e-12) + rng.standard_normal((steps, assets))
-    if features > assets:
-        bear = (regimes == 2).astype(np.float64)
-        x[:, assets] = signal_strength * bear + rng.standard_normal(steps)
-    n_distractors = features - assets - 1
-    if n_distractors > 0:
-        noise = rng.standard_normal((steps, n_distractors))
-        ar_noise = np.empty_like(noise)
-        ar_noise[0] = noise[0]
-        for t in range(1, steps):
-            ar_noise[t] = 0.9 * ar_noise[t - 1] + np.sqrt(1 - 0.9**2) * noise[t]
-        periods = rng.uniform(20.0, 200.0, size=n_distractors)
-        phases = rng.uniform(0.0, 2.0 * np.pi, size=n_distractors)
-        waves = np.sin(2.0 * np.pi * np.arange(steps)[:, None] / periods + phases)
-        x[:, assets + 1 :] = np.where(np.arange(n_distractors) % 2 == 0, ar_noise, waves)
+    x, y, prices = _regime_market(steps, assets, features, seed, signal_strength)
     return _assemble(x, y, prices, splits, source="regime_market_dataset")
+
+
+def sequence_market_dataset(
+    steps: int = 3000,
+    assets: int = 4,
+    features: int = 8,
+    lookback: int = 128,
+    seed: int = 0,
+    train_fraction: float = 0.6,
+    val_fraction: float = 0.2,
+    signal_strength: float = 1.0,
+) -> Dataset:
+    """The regime market as channels-first windows: the input shape of the seeds' WaveResNet runs.
+
+    The market is :func:`regime_market_dataset`'s (same seed, same prices). Row n of ``X`` is the
+    window of the past ``lookback`` steps of every feature ending at step n, shape
+    (features, lookback), oldest step first; ``y`` (next-step log returns) and ``prices`` are
+    aligned at step n. The first ``lookback - 1`` steps have no full window and are dropped, so
+    the splits (contiguous, in time order) share ``steps - lookback + 1`` rows.
+
+    Example:
+        >>> d = sequence_market_dataset(steps=400, lookback=32, seed=0)
+        >>> d["X_train"].shape, d["prices_train"].shape
+        ((221, 8, 32), (221, 4))
+    """
+    steps = _check_int("steps", steps, 6)
+    lookback = _check_int("lookback", lookback, 1)
+    if steps - lookback + 1 < 6:
+        raise ValidationError(
+            "lookback", f"expected at most steps - 5 = {steps - 5} so every split keeps rows, got {lookback}"
+        )
+    x, y, prices = _regime_market(steps, assets, features, seed, signal_strength)
+    windows = np.lib.stride_tricks.sliding_window_view(x, lookback, axis=0)  # (rows, features, lookback)
+    rows = windows.shape[0]
+    splits = _split_rows(rows, train_fraction, val_fraction)
+    return _assemble(np.ascontiguousarray(windows), y[lookback - 1 :], prices[lookback - 1 :], splits, source="sequence_market_dataset")

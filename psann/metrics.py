@@ -1,4 +1,4 @@
-"""Evaluation metrics: portfolio equity-curve statistics, baselines and regression scores.
+"""Evaluation metrics: portfolio equity-curve statistics and the baselines beside them.
 
 This is the lowest leaf of psann: numpy only (torch tensors are accepted and converted), no
 imports from the rest of the package. All arithmetic is float64.
@@ -6,16 +6,20 @@ imports from the rest of the package. All arithmetic is float64.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 __all__ = [
+    "GROWTH_FLOOR",
     "portfolio_metrics",
     "equal_weight_allocations",
     "baseline_metrics",
-    "regression_metrics",
 ]
+
+# Floor of a portfolio's per-step growth factor (the reward's and the metrics'), so a total loss
+# keeps a finite log.
+GROWTH_FLOOR = 1e-8
 
 # A per-step standard deviation this small relative to the mean return is rounding noise of a
 # constant series, not volatility; dividing by it would report an absurd Sharpe ratio.
@@ -75,19 +79,16 @@ def portfolio_metrics(
     allocations: Any,
     prices: Any,
     trans_cost: float = 0.0,
-    *,
-    eps: float = 1e-8,
 ) -> dict[str, float]:
     """Equity-curve statistics of allocations ``A`` (T, M) held against prices ``P`` (T, M).
 
     The curve starts at 1.0 and, for t = 0..T-2, is multiplied by
-    ``max(a_t . (P_{t+1} / P_t) - trans_cost * |a_{t+1} - a_t|_1, eps)``.
+    ``max(a_t . (P_{t+1} / P_t) - trans_cost * |a_{t+1} - a_t|_1, GROWTH_FLOOR)``.
 
     Args:
         allocations: (T, M) weights the policy actually holds (numpy array or torch tensor).
         prices: (T, M) positive price levels, or (T, 1) / (T,) broadcast to every asset.
         trans_cost: cost per unit of L1 allocation change.
-        eps: floor of the per-step growth factor, so a total loss stays finite.
 
     Returns:
         ``cum_return`` (curve[-1] - 1), ``log_return`` (log curve[-1]), ``sharpe`` (mean / std
@@ -102,7 +103,7 @@ def portfolio_metrics(
     trans_cost = float(trans_cost)
     gross_ratio = price[1:] / price[:-1]  # 1 + r_{t+1}, t = 0..T-2
     change = np.abs(np.diff(alloc, axis=0)).sum(axis=1)  # |a_{t+1} - a_t|_1
-    growth = np.maximum((alloc[:-1] * gross_ratio).sum(axis=1) - trans_cost * change, eps)
+    growth = np.maximum((alloc[:-1] * gross_ratio).sum(axis=1) - trans_cost * change, GROWTH_FLOOR)
 
     # Summing logs keeps log_return finite even where the curve itself underflows to 0.
     log_curve = np.concatenate([[0.0], np.cumsum(np.log(growth))])
@@ -136,13 +137,23 @@ def equal_weight_allocations(steps: int, assets: int) -> np.ndarray:
     return np.full((int(steps), int(assets)), 1.0 / int(assets), dtype=np.float64)
 
 
-def baseline_metrics(prices: Any, trans_cost: float = 0.0) -> dict[str, dict[str, float]]:
-    """Portfolio metrics of the equal-weight and best single-asset buy-and-hold baselines.
+def baseline_metrics(
+    prices: Any,
+    trans_cost: float = 0.0,
+    *,
+    metrics_fn: Callable[..., dict] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Metrics of the equal-weight and best single-asset buy-and-hold baselines.
 
     Returns ``{"equal_weight": metrics, "best_buy_and_hold": metrics | {"asset": index}}``,
     where the best buy-and-hold asset is the one with the highest cum_return (lowest index on
     ties). Both are evaluated with the same ``trans_cost`` as the policy; buy-and-hold never
     trades, so it pays none.
+
+    Args:
+        metrics_fn: ``(allocations (T, M), prices (T, M), trans_cost) -> dict``, the metrics of
+            the policy they are compared with (a reward strategy's ``metrics_fn``); default
+            :func:`portfolio_metrics`. The best asset is always picked by its cum_return.
     """
     price = _as_float64(prices, "prices")
     if price.ndim == 1:
@@ -152,41 +163,15 @@ def baseline_metrics(prices: Any, trans_cost: float = 0.0) -> dict[str, dict[str
     steps, assets = price.shape
     if steps < 2 or assets < 1:
         raise ValueError(f"baseline metrics need prices of shape (T >= 2, M >= 1); got {price.shape}.")
-    equal_weight = portfolio_metrics(equal_weight_allocations(steps, assets), price, trans_cost)
+    metrics_fn = portfolio_metrics if metrics_fn is None else metrics_fn
+    equal_weight = metrics_fn(equal_weight_allocations(steps, assets), price, trans_cost)
 
-    best: dict[str, Any] | None = None
+    best_asset, best_return, best_allocations = 0, -np.inf, None
     for asset in range(assets):
         one_hot = np.zeros((steps, assets))
         one_hot[:, asset] = 1.0
-        metrics = portfolio_metrics(one_hot, price, trans_cost)
-        if best is None or metrics["cum_return"] > best["cum_return"]:
-            best = {**metrics, "asset": asset}
+        cum_return = portfolio_metrics(one_hot, price, trans_cost)["cum_return"]
+        if cum_return > best_return:
+            best_asset, best_return, best_allocations = asset, cum_return, one_hot
+    best = {**metrics_fn(best_allocations, price, trans_cost), "asset": best_asset}
     return {"equal_weight": equal_weight, "best_buy_and_hold": best}
-
-
-def regression_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:
-    """Mean squared error and R^2 (as scikit-learn's r2_score, uniform average over outputs).
-
-    For an output whose targets are constant, R^2 is 1.0 when predicted exactly and 0.0
-    otherwise (scikit-learn's ``force_finite`` convention).
-    """
-    true = _as_float64(y_true, "y_true")
-    pred = _as_float64(y_pred, "y_pred")
-    if true.ndim == 1:
-        true = true[:, None]
-    if pred.ndim == 1:
-        pred = pred[:, None]
-    if true.ndim != 2 or true.shape != pred.shape:
-        raise ValueError(
-            f"y_true and y_pred must have the same shape (n,) or (n, k); "
-            f"got y_true {np.shape(y_true)} and y_pred {np.shape(y_pred)}."
-        )
-    if true.shape[0] == 0:
-        raise ValueError("regression metrics need at least one sample; got 0.")
-    residual = ((true - pred) ** 2).sum(axis=0)
-    total = ((true - true.mean(axis=0)) ** 2).sum(axis=0)
-    r2_per_output = np.ones(true.shape[1])
-    nonzero_total = total != 0
-    r2_per_output[nonzero_total] = 1.0 - residual[nonzero_total] / total[nonzero_total]
-    r2_per_output[~nonzero_total & (residual != 0)] = 0.0
-    return {"mse": float(((true - pred) ** 2).mean()), "r2": float(r2_per_output.mean())}

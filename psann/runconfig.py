@@ -8,25 +8,28 @@ A run config has five sections (DESIGN.md section 4)::
     training:   {verbose, keep_checkpoints}
     evaluation: {portfolio_prices_key: prices_test, trans_cost}
 
-Every error is a ``ConfigError`` whose message starts with the key path, e.g.
-``hisso.window: expected int >= 2, got 'abc'``.
+Every error is a ``ConfigError`` (a :class:`psann.errors.ValidationError`): ``err.key`` is the key
+path and the message is ``<key>: <reason>``, e.g. ``hisso.window: expected an int >= 2, got 'abc'``.
+Errors from the HISSO options and the estimator's own parameter check arrive as ValidationErrors
+too and are re-keyed by their ``.key``, never by reading their text.
 """
 
 from __future__ import annotations
 
 import copy
-import difflib
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
-from psann._imports import import_object
+from psann._imports import import_callable, import_object
 from psann.data import DATASET_KEYS
+from psann.errors import ValidationError, did_you_mean, short_repr, unknown_key
 from psann.estimators import ESTIMATORS, BasePSANNEstimator
 from psann.hisso.options import HISSOOptions
 from psann.hisso.rewards import resolve_reward
@@ -50,19 +53,20 @@ _SECTION_KEYS = {
 }
 
 
-class ConfigError(ValueError):
-    """A run config problem; the message starts with the offending key path."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
-        self.key = key
+class ConfigError(ValidationError):
+    """A run config problem: ``ConfigError(key, reason)``; ``err.key`` is the key path
+    (``hisso.window``), or the file path for a file that cannot be read as a config."""
 
 
 def _unknown(key: str, allowed: tuple[str, ...] | list[str], prefix: str) -> ConfigError:
-    hint = difflib.get_close_matches(str(key), list(allowed), n=1)
-    suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-    path = f"{prefix}.{key}" if prefix else str(key)
-    return ConfigError(path, f"unknown key{suggestion}; allowed: {', '.join(allowed)}")
+    return unknown_key(key, allowed, prefix, error=ConfigError)  # type: ignore[return-value]
+
+
+def _rekeyed(exc: ValidationError, prefix: str = "") -> ConfigError:
+    """A ValidationError from a layer below (HISSO options, an estimator) as a ConfigError, its key
+    placed under ``prefix``."""
+    moved = exc.under(prefix) if prefix else exc
+    return ConfigError(moved.key, moved.reason)
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -93,7 +97,7 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dic
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(".".join(parts[: i + 1]), f"cannot set {dotted!r}: this key is not a mapping")
+                raise ConfigError(".".join(parts[: i + 1]), f"cannot set {short_repr(dotted)}: this key is not a mapping")
             node = child
         node[parts[-1]] = copy.deepcopy(value)
     return result
@@ -103,7 +107,7 @@ def resolve_estimator_class(target: Any) -> type[BasePSANNEstimator]:
     """Map ``estimator.target`` (``psann.WaveResNetRegressor``, a class name, or a dotted path)."""
     allowed = ", ".join(f"psann.{name}" for name in sorted(ESTIMATORS))
     if not isinstance(target, str) or not target:
-        raise ConfigError("estimator.target", f"expected one of {allowed} or a dotted path, got {target!r}")
+        raise ConfigError.expected("estimator.target", f"one of {allowed} or a dotted path", target)
     name = target.rsplit(".", 1)[-1]
     if name in ESTIMATORS and target in (name, f"psann.{name}", f"psann.estimators.{name}"):
         return ESTIMATORS[name]
@@ -112,11 +116,12 @@ def resolve_estimator_class(target: Any) -> type[BasePSANNEstimator]:
     except ImportError:
         cls = None
     if not (isinstance(cls, type) and issubclass(cls, BasePSANNEstimator)):
-        hint = difflib.get_close_matches(name, sorted(ESTIMATORS), n=1)
-        suggestion = f" (did you mean 'psann.{hint[0]}'?)" if hint else ""
+        hint = did_you_mean(name, sorted(ESTIMATORS))
+        suggestion = f" (did you mean 'psann.{hint}'?)" if hint else ""
         raise ConfigError(
             "estimator.target",
-            f"expected one of {allowed} or an importable dotted path to a psann estimator, got {target!r}{suggestion}",
+            f"expected one of {allowed} or an importable dotted path to a psann estimator, got {short_repr(target)}"
+            f"{suggestion}",
         )
     return cls
 
@@ -142,7 +147,7 @@ def _mapping(raw: Any, key: str) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
-        raise ConfigError(key, f"expected a mapping, got {type(raw).__name__} {raw!r}")
+        raise ConfigError.expected(key, "a mapping", raw)
     return dict(raw)
 
 
@@ -162,21 +167,23 @@ def _parse_estimator(raw: Any) -> tuple[type[BasePSANNEstimator], dict[str, Any]
         raise ConfigError("estimator.target", "missing required key")
     cls = resolve_estimator_class(section["target"])
     params = _mapping(section.get("params"), "estimator.params")
-    known = cls._get_param_names()
+    known = cls._get_param_names()  # deprecated aliases are parameters too (sklearn's pattern)
     for key in params:
-        if key not in known and key not in ("hidden_width", "hidden_channels"):
+        if key not in known:
             raise _unknown(key, known, "estimator.params")
     try:
-        import warnings
-
         with warnings.catch_warnings():
+            # A config naming a deprecated alias is accepted; the resolved config records the
+            # canonical name, so there is nothing for the user to act on at run time.
             warnings.simplefilter("ignore", DeprecationWarning)
             estimator = cls(**params)
-        estimator._validate_params()
-    except (TypeError, ValueError) as exc:
-        bad = next((k for k in params if f"'{k}'" in str(exc)), None)
-        raise ConfigError(f"estimator.params.{bad}" if bad else "estimator.params", str(exc)) from exc
-    return cls, estimator.get_params()
+            estimator.validate_params()
+            resolved = estimator.canonical_params()
+    except ValidationError as exc:  # keyed by the parameter name (hidden_units)
+        raise _rekeyed(exc, "estimator.params") from exc
+    except (TypeError, ValueError) as exc:  # an estimator that raises without a key: none is guessed
+        raise ConfigError("estimator.params", str(exc)) from exc
+    return cls, resolved
 
 
 def _parse_data(raw: Any, base_dir: Path) -> dict[str, Any]:
@@ -192,21 +199,17 @@ def _parse_data(raw: Any, base_dir: Path) -> dict[str, Any]:
             raise ConfigError("data.kwargs", "only allowed with data.loader")
         npz = section["npz"]
         if not isinstance(npz, str) or not npz:
-            raise ConfigError("data.npz", f"expected a file path, got {npz!r}")
+            raise ConfigError.expected("data.npz", "a file path", npz)
         path = Path(npz) if os.path.isabs(npz) else (base_dir / npz)
         if not path.is_file():
             raise ConfigError("data.npz", f"file not found: {path}")
         return {"npz": path.resolve()}
     loader = section["loader"]
-    if not isinstance(loader, str) or "." not in loader:
-        raise ConfigError("data.loader", f"expected a dotted path to a function, got {loader!r}")
     kwargs = _mapping(section.get("kwargs"), "data.kwargs")
     try:
-        func = import_object(loader)
-    except ImportError as exc:
-        raise ConfigError("data.loader", f"cannot import {loader!r}: {exc}") from exc
-    if not callable(func):
-        raise ConfigError("data.loader", f"{loader!r} is not callable")
+        import_callable(loader, "data.loader")
+    except ValidationError as exc:
+        raise _rekeyed(exc) from exc
     return {"loader": loader, "kwargs": kwargs}
 
 
@@ -216,33 +219,26 @@ def _parse_hisso(raw: Any) -> tuple[HISSOOptions | None, dict[str, Any] | None]:
     section = _mapping(raw, "hisso")
     enabled = section.get("enabled", True)
     if not isinstance(enabled, bool):
-        raise ConfigError("hisso.enabled", f"expected true or false, got {enabled!r}")
+        raise ConfigError.expected("hisso.enabled", "true or false", enabled)
     try:
         options = HISSOOptions.from_mapping(section)
-    except TypeError as exc:
-        raise ConfigError("hisso", str(exc)) from exc
-    except ValueError as exc:
-        message = str(exc)
-        key, sep, rest = message.partition(": ")
-        if sep and key.startswith("hisso"):
-            raise ConfigError(key, rest) from exc
-        raise ConfigError("hisso", message) from exc
+    except ValidationError as exc:  # its keys are already run-config paths (hisso.window)
+        raise _rekeyed(exc) from exc
     if options.supervised is not None and options.supervised.y is not None:
         raise ConfigError("hisso.supervised.y", "run configs name targets with hisso.supervised.y_key")
     if options.supervised is not None and options.supervised.y_key not in DATASET_KEYS:
-        raise ConfigError(
-            "hisso.supervised.y_key",
-            f"expected a dataset key such as y_train, got {options.supervised.y_key!r}",
-        )
+        raise ConfigError.expected("hisso.supervised.y_key", "a dataset key such as y_train", options.supervised.y_key)
     if callable(options.reward) and not isinstance(options.reward, str):
         raise ConfigError("hisso.reward", "expected a registry name or import path string")
     if options.reward is not None:
         # Resolve now, so a misspelt reward is a config error (exit 2), not a failure after training starts.
         try:
             resolve_reward(options.reward)
-        except (TypeError, ValueError) as exc:
-            message = str(exc)
-            raise ConfigError("hisso.reward", message.removeprefix("hisso.reward: ")) from exc
+        except ValidationError as exc:
+            # The reward is named by hisso.reward whatever key the registry gives its error.
+            raise ConfigError("hisso.reward", exc.reason) from exc
+        except (TypeError, ValueError) as exc:  # a registry error without a key
+            raise ConfigError("hisso.reward", str(exc)) from exc
     resolved = {"enabled": enabled}
     for name in HISSOOptions.__dataclass_fields__:
         value = getattr(options, name)
@@ -274,26 +270,23 @@ def parse_run_config(raw: Mapping[str, Any], *, base_dir: str | os.PathLike = ".
     if isinstance(verbose, bool):
         verbose = int(verbose)
     if not isinstance(verbose, int) or verbose < 0:
-        raise ConfigError("training.verbose", f"expected an int >= 0 or a bool, got {verbose!r}")
+        raise ConfigError.expected("training.verbose", "an int >= 0 or a bool", verbose)
     keep = training.get("keep_checkpoints", False)
     if not isinstance(keep, bool):
-        raise ConfigError("training.keep_checkpoints", f"expected true or false, got {keep!r}")
+        raise ConfigError.expected("training.keep_checkpoints", "true or false", keep)
 
     evaluation = _mapping(raw.get("evaluation"), "evaluation")
     _check_keys(evaluation, "evaluation")
     prices_key = evaluation.get("portfolio_prices_key", "prices_test")
     if prices_key is not None and (not isinstance(prices_key, str) or prices_key not in DATASET_KEYS):
-        raise ConfigError(
-            "evaluation.portfolio_prices_key",
-            f"expected a dataset key such as prices_test, got {prices_key!r}",
-        )
+        raise ConfigError.expected("evaluation.portfolio_prices_key", "a dataset key such as prices_test", prices_key)
     default_cost = hisso.transition_penalty if hisso is not None else 0.0
     trans_cost = evaluation.get("trans_cost", default_cost)
     if isinstance(trans_cost, bool) or not isinstance(trans_cost, (int, float)) or not math.isfinite(trans_cost) or trans_cost < 0:
-        raise ConfigError("evaluation.trans_cost", f"expected a number >= 0, got {trans_cost!r}")
+        raise ConfigError.expected("evaluation.trans_cost", "a number >= 0", trans_cost)
     split = evaluation.get("split", prices_key.rsplit("_", 1)[-1] if prices_key else "test")
     if split not in ("train", "val", "test"):
-        raise ConfigError("evaluation.split", f"expected one of train, val, test, got {split!r}")
+        raise ConfigError.expected("evaluation.split", "one of train, val, test", split)
     if prices_key and not prices_key.endswith(f"_{split}"):
         # Prices of another split would be scored against this split's allocations, row by row.
         raise ConfigError(

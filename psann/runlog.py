@@ -1,7 +1,8 @@
 """Run-folder writers: the events.csv log, atomic JSON/YAML files, per-run log handlers.
 
-The column set of events.csv is fixed (docs/run_outputs.md) so pyarrow.csv and people read it
-without hand parsing; rows are written with the csv module and flushed one by one.
+The column set of events.csv is the run contract's (``psann.contract.EVENT_COLUMNS``,
+docs/run_outputs.md), fixed so pyarrow.csv and people read it without hand parsing; rows are
+written with the csv module and flushed one by one.
 """
 
 from __future__ import annotations
@@ -19,29 +20,9 @@ from typing import Any, Mapping
 
 import yaml
 
-__all__ = ["EVENT_COLUMNS", "EventLog", "atomic_write_text", "write_json_atomic", "RunLogging"]
+from psann.contract import EVENT_COLUMNS
 
-EVENT_COLUMNS = (
-    "timestamp",
-    "elapsed_seconds",
-    "event",
-    "phase",
-    "epoch",
-    "train_loss",
-    "val_loss",
-    "val_mse",
-    "reward_mean",
-    "reward_std",
-    "lr",
-    "episodes",
-    "episodes_per_second",
-    "samples_per_second",
-    "data_seconds",
-    "forward_seconds",
-    "backward_seconds",
-    "optimizer_seconds",
-    "message",
-)
+__all__ = ["EventLog", "RunLogging", "atomic_write_text", "json_safe", "write_json_atomic", "write_yaml_atomic"]
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -59,25 +40,30 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN/inf as None, numpy/torch scalars as Python numbers, tuples as lists.
+
+    What every JSON file of a run or sweep goes through, so any reader can parse it.
+    """
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        return _json_safe(value.item())
+        return json_safe(value.item())
     return value
 
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     """Atomic JSON write; NaN/inf become null so every reader can parse the file."""
-    atomic_write_text(path, json.dumps(_json_safe(dict(data)), indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path, json.dumps(json_safe(dict(data)), indent=2, sort_keys=True) + "\n")
 
 
 def write_yaml_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    atomic_write_text(path, yaml.safe_dump(_json_safe(dict(data)), sort_keys=False))
+    """Atomic YAML write (block style, keys in insertion order), values made safe as for JSON."""
+    atomic_write_text(path, yaml.safe_dump(json_safe(dict(data)), sort_keys=False))
 
 
 def _cell(value: Any) -> str:

@@ -22,47 +22,41 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from psann.contract import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    METRICS_KEYS,
+    RUN_ERROR,
+    RUN_INTERRUPTED,
+    RUN_RUNNING,
+    RUN_SUCCESS,
+)
 from psann.data import load_loader, load_npz
-from psann.hisso.trainer import hisso_evaluate_reward, hisso_infer_series
-from psann.metrics import baseline_metrics, portfolio_metrics
-from psann.runconfig import ConfigError, RunConfig, load_config_file, parse_run_config, apply_overrides
+from psann.evaluation import context_for, evaluate_run
+from psann.runconfig import ConfigError, RunConfig, load_config_file, parse_run_config
 from psann.runlog import EventLog, RunLogging, write_json_atomic, write_yaml_atomic
-from psann.training import Callback, TrainingLoop
+from psann.training import Callback, TrainingLoop, TrainingSnapshot
 
-__all__ = [
-    "RunResult",
-    "execute_run",
-    "load_dataset",
-    "load_run_config",
-    "prepare_run_dir",
-    "EXIT_OK",
-    "EXIT_FAILED",
-    "EXIT_BAD_INPUT",
-    "EXIT_INTERRUPTED",
-]
+__all__ = ["RunResult", "execute_run", "load_dataset", "load_run_config", "prepare_run_dir"]
 
 logger = logging.getLogger("psann.runs")
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 @dataclass(frozen=True)
 class RunResult:
     """What a run left behind: its status, folder, final metrics and the CLI exit code."""
 
-    status: str
+    status: str  # one of psann.contract.RUN_STATUSES (not running)
     run_dir: Path
     metrics: dict[str, Any]
     exit_code: int
 
 
-def load_run_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> RunConfig:
-    """Read and validate a run config file (YAML or JSON), applying dotted-path overrides."""
+def load_run_config(path: str | Path) -> RunConfig:
+    """Read and validate a run config file (YAML or JSON)."""
     path = Path(path)
-    raw = load_config_file(path)
-    if overrides:
-        raw = apply_overrides(raw, overrides)
-    return parse_run_config(raw, base_dir=path.parent, source=str(path))
+    return parse_run_config(load_config_file(path), base_dir=path.parent, source=str(path))
 
 
 def load_dataset(config: RunConfig) -> dict[str, np.ndarray]:
@@ -125,11 +119,6 @@ def prepare_run_dir(output_dir: str | Path, run_name: str) -> Path:
     return candidate
 
 
-def _context_for(data: Mapping[str, np.ndarray], split: str) -> np.ndarray | None:
-    """The reward context of a split: context_*, else prices_*, else None (inputs as prices)."""
-    return data.get(f"context_{split}", data.get(f"prices_{split}"))
-
-
 def _finite(value: Any) -> float | None:
     if value is None:
         return None
@@ -163,7 +152,7 @@ class _RunRecorder(Callback):
             run.best_record = dict(record)
         if run.keep_checkpoints:
             est.save(checkpoints / f"epoch_{record['epoch']:04d}", overwrite=True)
-        run.write_metrics("running")
+        run.write_metrics(RUN_RUNNING)
 
     def on_train_end(self, loop: TrainingLoop) -> None:
         if loop.config.phase == "warm_start":
@@ -205,13 +194,18 @@ class _Run:
             "device": str(getattr(est, "device_", est.device)),
             "seed": self.seed,
             "epochs_planned": int(est.epochs),
+            "eval_split": self.config.eval_split,
         }
 
     def write_metrics(self, status: str, **extra: Any) -> None:
+        """Write metrics.json: every key of the run contract, null when not applicable."""
         best = self.best_record or {}
         last = self.last_record or {}
         history = [r for r in (getattr(self.estimator, "history_", None) or []) if r.get("phase") == self.main_phase]
-        metrics = self.base_metrics()
+        throughput = self._throughput(history or ([last] if last else []))
+        hisso = self.main_phase == "hisso"
+        metrics: dict[str, Any] = dict.fromkeys(METRICS_KEYS)
+        metrics.update(self.base_metrics())
         metrics.update(
             status=status,
             train_loss=_finite(best.get("train_loss")),
@@ -223,65 +217,19 @@ class _Run:
             reward_std=_finite(best.get("reward_std")),
             episodes=last.get("episodes"),
             duration_seconds=time.perf_counter() - self.started,
-            throughput_eps_per_sec=self._throughput(history or ([last] if last else [])),
+            throughput_eps_per_sec=throughput if hisso else None,
+            throughput_samples_per_sec=None if hisso else throughput,
             amp=getattr(self.estimator, "amp_", None) or {"enabled": False, "dtype": None, "skipped_steps": 0},
-            test_loss=None,
-            test_mse=None,
-            test_reward_full=None,  # every run writes the same keys (null when not applicable)
-            portfolio=None,
-            error=None,
         )
         metrics.update(extra)
         self.metrics = metrics
         write_json_atomic(self.run_dir / "metrics.json", metrics)
 
     def _throughput(self, records: Sequence[Mapping[str, Any]]) -> float | None:
+        """Median over the main phase's epochs of episodes (HISSO) or samples per second."""
         key = "episodes_per_second" if self.main_phase == "hisso" else "samples_per_second"
         values = [r[key] for r in records if isinstance(r.get(key), (int, float))]
         return float(statistics.median(values)) if values else None
-
-
-def _evaluate(run: _Run, data: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """Test-split losses and portfolio metrics of the policy's real allocations, with baselines."""
-    config, est = run.config, run.estimator
-    split = config.eval_split
-    X_split = data[f"X_{split}"]
-    y_split = data.get(f"y_{split}")
-    result: dict[str, Any] = {}
-    if config.hisso is not None:
-        window = min(config.hisso.window, X_split.shape[0])
-        if window >= 2:
-            scores = hisso_evaluate_reward(est, X_split, _context_for(data, split) if est.hisso_["context_source"] == "context" else None, window=window)
-            result["test_loss"] = -scores["reward_window_mean"]
-            result["test_reward_full"] = scores["reward_full"]
-        if y_split is not None and y_split.shape[1] == est.hisso_["output_dim"]:
-            pred = est._forward_rows(est._check_X(X_split, est.device_)).cpu().numpy()
-            result["test_mse"] = float(np.mean((pred - y_split) ** 2))
-    elif y_split is not None:
-        pred = np.asarray(est.predict(X_split)).reshape(y_split.shape)
-        result["test_loss"] = result["test_mse"] = float(np.mean((pred - y_split) ** 2))
-
-    prices_key = config.portfolio_prices_key
-    if config.hisso is None or not prices_key or prices_key not in data:
-        if config.hisso is not None:
-            run.events.write("warning", message=f"no {prices_key} in the dataset: portfolio metrics skipped")
-        return result
-    prices = data[prices_key]
-    allocations = hisso_infer_series(est, X_split)
-    if prices.shape[0] != allocations.shape[0]:
-        raise ValueError(
-            f"evaluation.portfolio_prices_key: {prices_key} has {prices.shape[0]} rows but X_{split} has {allocations.shape[0]}"
-        )
-    if prices.shape[1] not in (1, allocations.shape[1]):
-        raise ValueError(
-            f"evaluation.portfolio_prices_key: {prices_key} has shape {prices.shape}; expected (T, {allocations.shape[1]}) "
-            "to match the policy's actions"
-        )
-    cost = config.trans_cost
-    portfolio = {"split": split, "trans_cost": cost, "policy": portfolio_metrics(allocations, prices, cost)}
-    portfolio.update(baseline_metrics(prices, cost))
-    result["portfolio"] = portfolio
-    return result
 
 
 def execute_run(
@@ -295,7 +243,7 @@ def execute_run(
     console: bool = False,
     verbose: bool = False,
     callbacks: Sequence[Callback] = (),
-    resume_state: Mapping[str, Any] | None = None,
+    resume_state: TrainingSnapshot | Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Run one config into ``run_dir`` (which must exist); never raises for a failed fit.
 
@@ -314,8 +262,9 @@ def execute_run(
     run = _Run(config, run_dir, seed=seed, device=device, keep_checkpoints=keep)
     if resume_state is not None:
         # Continue the metrics of the interrupted attempt: its best epoch so far stays the best.
-        run.best_record = resume_state["loop"].get("best_record")
-        history = resume_state["loop"].get("history") or []
+        resume_state = TrainingSnapshot.coerce(resume_state)
+        run.best_record = resume_state.best_record
+        history = resume_state.history
         run.last_record = history[-1] if history else None
     resolved = dict(config.resolved)
     resolved["estimator"] = {**resolved["estimator"], "params": {**resolved["estimator"]["params"],
@@ -336,26 +285,27 @@ def execute_run(
             run.events.write("dataset", message=shapes)
             logger.info("dataset: %s", shapes)
             _fit(run, data, list(callbacks), resume_state)
-            evaluation = _evaluate(run, data)
-            run.write_metrics("success", **evaluation)
-            run.events.write("run_end", message=f"status=success duration_seconds={run.metrics['duration_seconds']:.2f}")
+            evaluation = evaluate_run(config, run.estimator, data,
+                                      warn=lambda message: run.events.write("warning", message=message))
+            run.write_metrics(RUN_SUCCESS, **evaluation)
+            run.events.write("run_end", message=f"status={RUN_SUCCESS} duration_seconds={run.metrics['duration_seconds']:.2f}")
             logger.info(
                 "run %s finished: val_loss=%s test_loss=%s best_epoch=%s",
                 run_dir.name, run.metrics.get("val_loss"), run.metrics.get("test_loss"), run.metrics.get("best_epoch"),
             )
-            return RunResult("success", run_dir, run.metrics, EXIT_OK)
+            return RunResult(RUN_SUCCESS, run_dir, run.metrics, EXIT_OK)
         except KeyboardInterrupt:
-            run.write_metrics("interrupted", error="KeyboardInterrupt")
+            run.write_metrics(RUN_INTERRUPTED, error="KeyboardInterrupt")
             run.events.write("interrupted", message="interrupted by the user (Ctrl-C)")
             logger.warning("run %s interrupted", run_dir.name)
-            return RunResult("interrupted", run_dir, run.metrics, EXIT_INTERRUPTED)
+            return RunResult(RUN_INTERRUPTED, run_dir, run.metrics, EXIT_INTERRUPTED)
         except Exception as exc:  # every failure is recorded, never lost
             text = traceback.format_exc()
-            run.write_metrics("error", error=text)
+            run.write_metrics(RUN_ERROR, error=text)
             run.events.write("error", message=f"{type(exc).__name__}: {exc}")
             logger.error("run %s failed: %s: %s", run_dir.name, type(exc).__name__, exc)
             logger.debug("%s", text)
-            return RunResult("error", run_dir, run.metrics, EXIT_FAILED)
+            return RunResult(RUN_ERROR, run_dir, run.metrics, EXIT_FAILURE)
         finally:
             run.events.close()
 
@@ -372,10 +322,10 @@ def _fit(run: _Run, data: Mapping[str, np.ndarray], callbacks: list[Callback], r
         return
     options = config.hisso
     y = data[options.supervised.y_key] if options.supervised is not None else data.get("y_train")
-    context = _context_for(data, "train")
+    context = context_for(data, "train")
     validation = None
     if "X_val" in data:
-        validation = (data["X_val"], data.get("y_val"), _context_for(data, "val") if context is not None else None)
+        validation = (data["X_val"], data.get("y_val"), context_for(data, "val") if context is not None else None)
     est.fit(
         data["X_train"],
         y,

@@ -20,6 +20,8 @@ from typing import Any, Iterator, Protocol, Sequence
 import torch
 from torch import nn
 
+from psann.snapshot import TrainingSnapshot
+
 __all__ = [
     "Callback",
     "History",
@@ -27,6 +29,7 @@ __all__ = [
     "Phase",
     "SupervisedPhase",
     "TrainingLoop",
+    "TrainingSnapshot",
     "lr_at_step",
 ]
 
@@ -78,7 +81,7 @@ class LoopConfig:
     min_delta: float = 0.0  # improvement smaller than this does not count
     restore_best: bool = True  # load the best epoch's weights at the end
     grad_clip: float | None = None  # max total grad norm (None = no clipping)
-    mixed_precision: bool = False  # autocast on CUDA (ignored, and logged, on CPU)
+    mixed_precision: bool = False  # autocast on CUDA, or on the CPU in bfloat16 (else logged, inactive)
     amp_dtype: str = "float16"  # "float16" (with GradScaler) or "bfloat16"
     phase: str = "supervised"  # name recorded in every epoch record
 
@@ -192,10 +195,17 @@ class TrainingLoop:
         self.log = log or logger
         self.history = History()
         self.optimizer = _adam(model, config)
-        self.amp_active = bool(config.mixed_precision and device.type == "cuda")
+        # Autocast runs on CUDA (float16 or bfloat16) and on the CPU in bfloat16, which lets CI
+        # exercise the mixed-precision path and its skipped-step accounting without a GPU.
+        supported = device.type == "cuda" or (device.type == "cpu" and config.amp_dtype == "bfloat16")
+        self.amp_active = bool(config.mixed_precision and supported)
         self.amp_dtype = AMP_DTYPES[config.amp_dtype] if self.amp_active else None
         if config.mixed_precision and not self.amp_active:
-            self.log.info("mixed_precision requested on %s: not active (autocast runs on CUDA only)", device)
+            self.log.info(
+                "mixed_precision requested on %s with %s: not active (autocast runs on CUDA, or on the CPU in bfloat16)",
+                device,
+                config.amp_dtype,
+            )
         use_scaler = self.amp_active and self.amp_dtype == torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler) if use_scaler else None
         self.skipped_steps = 0
@@ -209,13 +219,14 @@ class TrainingLoop:
         self._bad_epochs = 0
         self.stop_reason: str | None = None
         self.timers = _SectionTimers(device)
+        self.phase_ref: Phase | None = None  # the phase being run; snapshot() reads its state
 
     # -- used by phases ------------------------------------------------------------------------
     def autocast(self):
         """Autocast context for forward passes (a no-op unless AMP is active)."""
         if not self.amp_active:
             return nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def optimizer_step(self, loss: torch.Tensor) -> None:
         """Backward, clip, step and advance the schedule for one update.
@@ -274,6 +285,7 @@ class TrainingLoop:
     # -- the loop ------------------------------------------------------------------------------
     def run(self, phase: Phase) -> History:
         """Train for the configured epochs (or until stopped); returns the history."""
+        self.phase_ref = phase
         self.steps_per_epoch = max(1, int(phase.steps_per_epoch))
         info = {"phase": phase.name, **phase.describe()}
         for callback in self.callbacks:
@@ -354,6 +366,15 @@ class TrainingLoop:
             "bad_epochs": self._bad_epochs,
             "skipped_steps": self.skipped_steps,
         }
+
+    def snapshot(self) -> "TrainingSnapshot":
+        """A versioned, resumable snapshot of this loop after its last completed epoch."""
+        return TrainingSnapshot.capture(self)
+
+    def restore(self, snapshot: "TrainingSnapshot | dict[str, Any]", phase: Phase) -> None:
+        """Load a ``snapshot()`` (or its ``to_dict()``) into this freshly built loop before ``run``."""
+        self.phase_ref = phase
+        TrainingSnapshot.coerce(snapshot).restore_into(self, phase)
 
     @property
     def best_model(self) -> nn.Module | None:

@@ -1,35 +1,45 @@
 """sweeps: staged Ray Tune sweeps of psann runs, the Arrow results store and the compendium.
 
-Ray is imported only by the modules that drive it (``sweeps.stages``, ``sweeps.trainable``,
-``sweeps.watchdog``); the spec, results and compendium modules work without starting Ray.
+Public names load their module on first use (PEP 562): ``import sweeps.results`` reads Parquet
+without importing torch (through ``sweeps.spec``) or Ray (through ``sweeps.stages``). Ray is
+imported only by the modules that drive it (``sweeps.stages``, ``sweeps.trainable``,
+``sweeps.watchdog``).
 """
 
-from sweeps.compendium import build_compendium
-from sweeps.results import IngestReport, SchemaConflictError, WhereError, ingest_sweep, load_events, load_trials
-from sweeps.spec import SchedulerSpec, StageSpec, SweepError, SweepSpec, load_sweep, validate_trial_configs
+from __future__ import annotations
 
-__all__ = [
-    "IngestReport",
-    "SchedulerSpec",
-    "SchemaConflictError",
-    "StageSpec",
-    "SweepError",
-    "SweepSpec",
-    "WhereError",
-    "build_compendium",
-    "ingest_sweep",
-    "load_events",
-    "load_sweep",
-    "load_trials",
-    "run_sweep",
-    "validate_trial_configs",
-]
+import importlib
+from typing import Any
+
+# public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    "build_compendium": "sweeps.compendium",
+    "IngestReport": "sweeps.results",
+    "SchemaConflictError": "sweeps.results",
+    "WhereError": "sweeps.results",
+    "ingest_sweep": "sweeps.results",
+    "load_events": "sweeps.results",
+    "load_trials": "sweeps.results",
+    "SchedulerSpec": "sweeps.spec",
+    "StageSpec": "sweeps.spec",
+    "SweepError": "sweeps.spec",
+    "SweepSpec": "sweeps.spec",
+    "load_sweep": "sweeps.spec",
+    "validate_trial_configs": "sweeps.spec",
+    "run_sweep": "sweeps.stages",
+}
+
+__all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    # run_sweep pulls in Ray; import it only when asked for.
-    if name == "run_sweep":
-        from sweeps.stages import run_sweep
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sweeps' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
-        return run_sweep
-    raise AttributeError(f"module 'sweeps' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

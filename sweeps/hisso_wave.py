@@ -5,9 +5,10 @@
     python sweeps/hisso_wave.py --dry-run                # validate and print the plan, start nothing
     python sweeps/hisso_wave.py --name my-sweep --resume # continue an interrupted sweep
 
-Exit codes: 0 every stage passed; 1 a stage failed its pass rule; 2 bad arguments or sweep file;
-3 a GPU stage could not get a GPU (pass --allow-cpu to run it on CPU); 130 interrupted (Ctrl-C):
-continue with --resume --name <sweep folder name>.
+Exit codes (``psann.contract``, the project's one rule): 0 every stage passed (EXIT_OK); 1 a stage
+failed its pass rule (EXIT_FAILURE); 2 bad arguments or sweep file (EXIT_BAD_INPUT); 3 a GPU stage
+could not get a GPU, pass --allow-cpu to run it on CPU (EXIT_NO_GPU); 130 interrupted with Ctrl-C
+(EXIT_INTERRUPTED): continue with --resume --name <sweep folder name>.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ if __package__ in (None, ""):  # run as a script: make the project root importab
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
+from psann.contract import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_NO_GPU, EXIT_OK
 from sweeps.spec import SweepError, available_profiles, describe_plan, load_sweep, validate_trial_configs
 from sweeps.storage import SweepStore
 
 DEFAULT_SWEEP = Path(__file__).resolve().parent.parent / "configs" / "sweeps" / "hisso_wave.yaml"
-EXIT_OK, EXIT_STAGE_FAILED, EXIT_BAD_INPUT, EXIT_NO_GPU, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 logger = logging.getLogger("sweeps")
 
@@ -95,6 +96,17 @@ def _sweep_store(args: argparse.Namespace, sweep_name: str) -> SweepStore:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the sweep CLI; returns the exit code (argparse exits 2 itself on unknown flags)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C outside a stage (reading the sweep file, starting Ray); inside one, Tune saves its
+        # state and run_sweep raises StageInterruptedError instead.
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
@@ -145,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_summary(results, sweep_dir.uri_of("tables") if sweep_dir.exists("tables") else None))
     print(f"sweep folder: {sweep_dir}")
     _print_best(results, sweep_dir)
-    return EXIT_OK if results and all(r.passed for r in results) else EXIT_STAGE_FAILED
+    return EXIT_OK if results and all(r.passed for r in results) else EXIT_FAILURE
 
 
 def _resume_command(argv: Sequence[str] | None, name: str) -> str:
@@ -169,9 +181,11 @@ def _print_best(results, sweep_dir: SweepStore) -> None:
             continue
         metrics = sweep_dir.read_json(result.stage, best.trial_dir, "metrics.json") or {}
         print(f"best trial of stage {result.stage}: {best.trial_id} ({sweep_dir.uri_of(result.stage, best.trial_dir)})")
-        keys = ("val_loss", "test_loss", "best_epoch", "epochs_run", "reward", "reward_mean", "device",
-                "throughput_eps_per_sec", "duration_seconds")
-        print("  " + "  ".join(f"{k}={metrics[k]:.5g}" if isinstance(metrics.get(k), float) else f"{k}={metrics.get(k)}" for k in keys))
+        keys = ("val_loss", "test_loss", "eval_split", "best_epoch", "epochs_run", "reward", "reward_mean", "device",
+                "throughput_eps_per_sec", "throughput_samples_per_sec", "duration_seconds")
+        # Keys that do not apply to this run (a HISSO run has no samples/s) are left out.
+        shown = [k for k in keys if metrics.get(k) is not None or k in ("val_loss", "test_loss")]
+        print("  " + "  ".join(f"{k}={metrics[k]:.5g}" if isinstance(metrics.get(k), float) else f"{k}={metrics.get(k)}" for k in shown))
         portfolio = metrics.get("portfolio") or {}
         for name in ("policy", "equal_weight", "best_buy_and_hold"):
             m = portfolio.get(name)

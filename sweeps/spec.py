@@ -24,20 +24,24 @@ A sweep file (configs/sweeps/*.yaml)::
     profiles:
       local: {stages: {hisso: {resources: {gpu: 0}, allow_cpu: true, num_samples: 4}}}
 
+Every error is a ``SweepError`` (a :class:`psann.errors.ValidationError`): ``err.key`` is the
+sweep-file key path (``stages[1].num_sample``, ``stages.hisso.scheduler.grace``,
+``search_space.estimator.params.lr``). A run-config error found while checking trial configs is
+re-keyed from its ``.key`` and kept as ``err.__cause__``.
+
 Importing this module does not import Ray; ``to_param_space`` imports ``ray.tune`` when called.
 """
 
 from __future__ import annotations
 
 import copy
-import difflib
-import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
+from psann.errors import ValidationError, short_repr, unknown_key
 from psann.runconfig import ConfigError, apply_overrides, load_config_file, parse_run_config
 
 __all__ = [
@@ -68,32 +72,24 @@ _STAGE_KEYS = (
 _SCHEDULER_KEYS = ("type", "max_t", "grace_period", "reduction_factor")
 
 
-class SweepError(ValueError):
-    """A sweep-file problem; the message starts with the key path."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
-        self.key = key
+class SweepError(ValidationError):
+    """A sweep-file problem: ``SweepError(key, reason)``; ``err.key`` is the sweep-file key path."""
 
 
 def _unknown(key: Any, allowed: tuple[str, ...], prefix: str) -> SweepError:
-    hint = difflib.get_close_matches(str(key), list(allowed), n=1)
-    if not hint:  # a shortened key ("grace" for "grace_period") is too short for difflib's ratio
-        hint = [k for k in allowed if str(key) and k.startswith(str(key))][:1]
-    suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-    return SweepError(f"{prefix}.{key}" if prefix else str(key), f"unknown key{suggestion}; allowed: {', '.join(allowed)}")
+    return unknown_key(key, allowed, prefix, error=SweepError)  # type: ignore[return-value]
 
 
 def _int(value: Any, key: str, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise SweepError(key, f"expected int >= {low}, got {value!r}")
+        raise SweepError.expected(key, f"an int >= {low}", value)
     return value
 
 
 def _number(value: Any, key: str, low: float, high: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or (high is not None and value > high):
         bounds = f">= {low}" + (f" and <= {high}" if high is not None else "")
-        raise SweepError(key, f"expected a number {bounds}, got {value!r}")
+        raise SweepError.expected(key, f"a number {bounds}", value)
     return float(value)
 
 
@@ -101,7 +97,7 @@ def _mapping(value: Any, key: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise SweepError(key, f"expected a mapping, got {type(value).__name__} {value!r}")
+        raise SweepError.expected(key, "a mapping", value)
     return dict(value)
 
 
@@ -209,7 +205,7 @@ def _parse_scheduler(value: Any, key: str, epochs: int | None) -> SchedulerSpec:
             raise _unknown(k, _SCHEDULER_KEYS, key)
     kind = section.get("type", "asha")
     if kind not in ("asha", "none"):
-        raise SweepError(f"{key}.type", f"expected asha or none, got {kind!r}")
+        raise SweepError.expected(f"{key}.type", "asha or none", kind)
     if kind == "none":
         return SchedulerSpec()
     max_t = section.get("max_t", epochs)
@@ -246,7 +242,7 @@ def _parse_stage(value: Any, index: int) -> StageSpec:
             raise _unknown(k, _STAGE_KEYS, key)
     name = section.get("name")
     if not isinstance(name, str) or not name.isidentifier():
-        raise SweepError(f"{key}.name", f"expected a name made of letters, digits and _, got {name!r}")
+        raise SweepError.expected(f"{key}.name", "a name made of letters, digits and _", name)
     key = f"stages.{name}"
     resources = _mapping(section.get("resources"), f"{key}.resources")
     for k in resources:
@@ -268,7 +264,7 @@ def _parse_stage(value: Any, index: int) -> StageSpec:
     max_concurrent = section.get("max_concurrent_trials")
     allow_cpu = section.get("allow_cpu", False)
     if not isinstance(allow_cpu, bool):
-        raise SweepError(f"{key}.allow_cpu", f"expected true or false, got {allow_cpu!r}")
+        raise SweepError.expected(f"{key}.allow_cpu", "true or false", allow_cpu)
     return StageSpec(
         name=name,
         cpu=cpu,
@@ -290,16 +286,16 @@ def _check_search_space(space: Mapping[str, Any]) -> dict[str, Any]:
         key = f"search_space.{path}"
         if isinstance(value, Mapping):
             if len(value) != 1 or next(iter(value)) not in SEARCH_KINDS:
-                raise SweepError(key, f"expected one of {{{', '.join(k + ': ...' for k in SEARCH_KINDS)}}} or a constant, got {dict(value)!r}")
+                raise SweepError.expected(key, f"one of {{{', '.join(k + ': ...' for k in SEARCH_KINDS)}}} or a constant", dict(value))
             kind, arg = next(iter(value.items()))
             if kind in ("choice", "grid"):
                 if not isinstance(arg, list) or not arg:
-                    raise SweepError(f"{key}.{kind}", f"expected a non-empty list of values, got {arg!r}")
+                    raise SweepError.expected(f"{key}.{kind}", "a non-empty list of values", arg)
             else:
                 if not isinstance(arg, list) or len(arg) != 2 or not all(
                     isinstance(v, (int, float)) and not isinstance(v, bool) for v in arg
                 ):
-                    raise SweepError(f"{key}.{kind}", f"expected [low, high], got {arg!r}")
+                    raise SweepError.expected(f"{key}.{kind}", "[low, high]", arg)
                 low, high = arg
                 if not low < high:
                     raise SweepError(f"{key}.{kind}", f"expected low < high, got [{low}, {high}]")
@@ -314,24 +310,24 @@ def _check_search_space(space: Mapping[str, Any]) -> dict[str, Any]:
 def parse_sweep(raw: Mapping[str, Any], *, path: Path, profile: str | None = None) -> SweepSpec:
     """Validate a raw sweep dict (after applying a profile); raises SweepError naming the key."""
     if not isinstance(raw, Mapping):
-        raise SweepError(str(path), "expected a mapping")
+        raise SweepError.expected(str(path), "a mapping of sweep settings", raw)
     for key in raw:
         if key not in _TOP_KEYS:
             raise _unknown(key, _TOP_KEYS, "")
     data = _apply_profile(dict(raw), profile)
     name = data.get("name", path.stem)
     if not isinstance(name, str) or not name:
-        raise SweepError("name", f"expected a non-empty string, got {name!r}")
+        raise SweepError.expected("name", "a non-empty string", name)
     base = data.get("base_config")
     if not isinstance(base, str):
-        raise SweepError("base_config", f"expected a path to a run config (relative to the sweep file), got {base!r}")
+        raise SweepError.expected("base_config", "a path to a run config (relative to the sweep file)", base)
     base_path = (path.parent / base).resolve()
     if not base_path.is_file():
         raise SweepError("base_config", f"file not found: {base_path}")
     try:
         base_config = load_config_file(base_path)
-    except ConfigError as exc:
-        raise SweepError("base_config", str(exc)) from exc
+    except ConfigError as exc:  # keyed by the file: the reason says what is wrong with it
+        raise SweepError("base_config", f"cannot read {base_path}: {exc.reason}") from exc
     stages_raw = data.get("stages")
     if not isinstance(stages_raw, list) or not stages_raw:
         raise SweepError("stages", "expected a non-empty list of stages")
@@ -391,35 +387,51 @@ def _representative_values(spec: Any) -> list[Any]:
     return [float(arg[0]), float(arg[1])]
 
 
+def _stage_config_error(stage: StageSpec, exc: ConfigError) -> SweepError:
+    """A run-config error of a stage's trials, keyed by the sweep-file entry that caused it: the
+    stage's override of that key (or of a key inside it), else the base config's key."""
+    for path in stage.run_overrides():
+        if exc.key == path or exc.key.startswith(path + "."):
+            where = f"overrides.{exc.key}"
+        elif path.startswith(exc.key + "."):  # the override path itself is wrong (``hiso.window``)
+            where = f"overrides.{path}"
+        else:
+            continue
+        if path == "estimator.params.epochs" and stage.epochs is not None:
+            where = "epochs"  # set by the stage's own epochs key, which wins over its overrides
+        return SweepError(f"stages.{stage.name}.{where}", f"makes an invalid run config: {exc.reason}")
+    return SweepError(f"base_config.{exc.key}", f"{exc.reason} (in the run config of stage {stage.name!r})")
+
+
 def validate_trial_configs(spec: SweepSpec) -> int:
     """Validate the run config every stage's trials will get: each search-space value and bound
     is applied to the base config with the stage's overrides and parsed by the run-config schema.
 
-    Returns the number of configs checked; raises SweepError naming the key and the value.
+    Returns the number of configs checked; raises SweepError naming the sweep-file key to change
+    (``stages.smoke.overrides.hisso.window``, ``search_space.hisso.window``,
+    ``base_config.hisso.window``); the run-config error is its ``__cause__``.
     """
     checked = 0
+    base_dir, source = spec.base_config_path.parent, str(spec.base_config_path)
     for stage in spec.stages:
         # The stage's own overrides first, so a bad override is blamed on the stage, not on
         # whichever search-space key happens to be tried first.
         try:
-            parse_run_config(
-                apply_overrides(spec.base_config, stage.run_overrides()),
-                base_dir=spec.base_config_path.parent,
-                source=str(spec.base_config_path),
-            )
+            parse_run_config(apply_overrides(spec.base_config, stage.run_overrides()), base_dir=base_dir, source=source)
         except ConfigError as exc:
-            raise SweepError(f"stages.{stage.name}.overrides", f"makes an invalid run config: {exc}") from exc
-        for path, values in [(p, _representative_values(v)) for p, v in spec.search_space.items()] or [(None, [None])]:
-            for value in values:
-                overrides = stage.run_overrides()
-                if path is not None:
-                    overrides[path] = value
+            raise _stage_config_error(stage, exc) from exc
+        if not spec.search_space:
+            checked += 1
+        for path, entry in spec.search_space.items():
+            for value in _representative_values(entry):
+                overrides = {**stage.run_overrides(), path: value}
                 try:
-                    raw = apply_overrides(spec.base_config, overrides)
-                    parse_run_config(raw, base_dir=spec.base_config_path.parent, source=str(spec.base_config_path))
+                    parse_run_config(apply_overrides(spec.base_config, overrides), base_dir=base_dir, source=source)
                 except ConfigError as exc:
-                    origin = f"search_space.{path}={value!r}" if path is not None else f"stages.{stage.name}.overrides"
-                    raise SweepError(origin, f"makes an invalid run config for stage {stage.name!r}: {exc}") from exc
+                    raise SweepError(
+                        f"search_space.{path}",
+                        f"{short_repr(value)} makes an invalid run config for stage {stage.name!r}: {exc.key}: {exc.reason}",
+                    ) from exc
                 checked += 1
     return checked
 

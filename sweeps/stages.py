@@ -21,6 +21,18 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+from psann.contract import (
+    ERROR,
+    HUNG,
+    INCOMPLETE,
+    PASSING_OUTCOMES,
+    PRUNED,
+    SUCCESS,
+    TUNE_METRIC,
+    TUNE_MODE,
+    best_trial,
+    trial_outcome,
+)
 from sweeps.spec import StageSpec, SweepSpec, grid_size, to_param_space
 from sweeps.storage import SweepStore
 from sweeps.trainable import hisso_trial
@@ -32,7 +44,6 @@ logger = logging.getLogger(__name__)
 
 STAGE_STATUS = "stage_status.json"
 KEEP_CHECKPOINTS = 4  # Tune checkpoints kept per trial
-PASSING = ("SUCCESS", "PRUNED")
 
 
 class GPUUnavailableError(RuntimeError):
@@ -55,7 +66,7 @@ class TrialOutcome:
     trial_id: str
     trial_dir: str
     tune_status: str  # TERMINATED or ERROR
-    outcome: str  # SUCCESS, PRUNED, ERROR, HUNG, INCOMPLETE
+    outcome: str  # psann.contract.trial_outcome: SUCCESS, PRUNED, ERROR, HUNG or INCOMPLETE
     iterations: int | None
     node_id: str | None
     device: str | None
@@ -80,11 +91,11 @@ class StageResult:
 
     @property
     def success_fraction(self) -> float:
-        return sum(1 for t in self.trials if t.outcome in PASSING) / len(self.trials) if self.trials else 0.0
+        return sum(1 for t in self.trials if t.outcome in PASSING_OUTCOMES) / len(self.trials) if self.trials else 0.0
 
     def best(self) -> TrialOutcome | None:
-        candidates = [t for t in self.trials if t.outcome in PASSING and t.val_loss is not None]
-        return min(candidates, key=lambda t: t.val_loss) if candidates else None
+        """The stage's best trial by the one ranking rule (``psann.contract.best_trial``)."""
+        return best_trial(self.trials, status_key="outcome")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -145,17 +156,7 @@ def _outcome(result, hung_trials: dict[str, dict[str, Any]], store: SweepStore, 
     metrics_json = store.read_json(stage, trial_id, "metrics.json") or {}
     reported = result.metrics or {}
     hung = hung_trials.get(trial_id)
-    status = metrics_json.get("status")
-    if hung is not None:
-        outcome = "HUNG"
-    elif result.error is not None or status == "error":
-        outcome = "ERROR"
-    elif status == "success":
-        outcome = "SUCCESS"
-    elif status == "running":
-        outcome = "PRUNED"  # stopped by the scheduler between epochs
-    else:
-        outcome = "INCOMPLETE"
+    outcome = trial_outcome(metrics_json.get("status"), hung=hung is not None, raised=result.error is not None)
     error = None
     if result.error is not None:
         error = f"{type(result.error).__name__}: {result.error}".strip()[:2000]
@@ -244,8 +245,8 @@ def run_stage(
             trainable,
             param_space=param_space,
             tune_config=tune.TuneConfig(
-                metric="val_loss",
-                mode="min",
+                metric=TUNE_METRIC,
+                mode=TUNE_MODE,
                 num_samples=stage.num_samples,
                 scheduler=guard,
                 max_concurrent_trials=stage.max_concurrent_trials,
@@ -278,7 +279,7 @@ def run_stage(
         raise StageInterruptedError(stage.name, ended, expected)
     outcomes = tuple(sorted((_outcome(r, hung_trials, store, stage.name) for r in results), key=lambda t: t.trial_id))
     trials = len(outcomes)
-    fraction = sum(1 for t in outcomes if t.outcome in PASSING) / trials if trials else 0.0
+    fraction = sum(1 for t in outcomes if t.outcome in PASSING_OUTCOMES) / trials if trials else 0.0
     result = StageResult(
         stage=stage.name,
         max_epochs=stage.scheduler.max_t or stage.epochs,
@@ -328,7 +329,7 @@ def run_sweep(
         # checks again when the stage's turn comes.
         _needs_cpu_fallback(stage, allow_cpu)
     store.makedirs()
-    _record_sweep(spec, store, stages=stages, allow_cpu=allow_cpu, resume=resume)
+    _record_sweep(spec, store, stages=stages, allow_cpu=allow_cpu)
     results: list[StageResult] = []
     for stage in chosen:
         logger.info("stage %s: starting (%d trial(s) per sample set)", stage.name, stage.num_samples * grid_size(spec.search_space))
@@ -341,14 +342,14 @@ def run_sweep(
             remaining = [s.name for s in chosen[len(results):]]
             logger.error(
                 "stage %s failed its pass rule (%d/%d trials passed, needed %.0f%%): %s not started",
-                stage.name, sum(1 for t in result.trials if t.outcome in PASSING), len(result.trials),
+                stage.name, sum(1 for t in result.trials if t.outcome in PASSING_OUTCOMES), len(result.trials),
                 100 * stage.min_success_fraction, ", ".join(remaining) or "no later stage",
             )
             break
     return results
 
 
-def _record_sweep(spec: SweepSpec, store: SweepStore, *, stages, allow_cpu: bool, resume: bool) -> None:
+def _record_sweep(spec: SweepSpec, store: SweepStore, *, stages, allow_cpu: bool) -> None:
     now = datetime.now(timezone.utc).isoformat()
     record = store.read_json("sweep.json")
     if isinstance(record, dict):
@@ -380,8 +381,8 @@ def format_summary(results: Sequence[StageResult], tables: Path | None = None) -
         best = result.best()
         best_text = f"{best.trial_id} val_loss={best.val_loss:.5g}" if best else "-"
         lines.append(
-            f"{result.stage:<10} {len(result.trials):>6} {result.count('SUCCESS'):>7} {result.count('PRUNED'):>6} "
-            f"{result.count('ERROR') + result.count('INCOMPLETE'):>6} {result.count('HUNG'):>4} "
+            f"{result.stage:<10} {len(result.trials):>6} {result.count(SUCCESS):>7} {result.count(PRUNED):>6} "
+            f"{result.count(ERROR) + result.count(INCOMPLETE):>6} {result.count(HUNG):>4} "
             f"{'yes' if result.passed else 'NO':>6}  {best_text}" + ("  (ran on CPU)" if result.ran_on_cpu else "")
         )
         if best:

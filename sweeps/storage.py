@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import pyarrow.fs as pafs
 
-from psann.runlog import _json_safe, write_json_atomic
+from psann.runlog import json_safe, write_json_atomic
 
 __all__ = ["SweepStore"]
 
@@ -95,7 +95,7 @@ class SweepStore:
             write_json_atomic(self.local_path(*parts), data)
             return
         self.fs.create_dir(self.path(*parts[:-1]), recursive=True)
-        payload = (json.dumps(_json_safe(dict(data)), indent=2, sort_keys=True) + "\n").encode()
+        payload = (json.dumps(json_safe(dict(data)), indent=2, sort_keys=True) + "\n").encode()
         with self.fs.open_output_stream(self.path(*parts)) as handle:
             handle.write(payload)
 

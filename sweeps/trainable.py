@@ -20,10 +20,10 @@ import ray
 import torch
 from ray import tune
 
-from psann.estimators._base import training_state
+from psann.contract import MAIN_PHASES, RUN_SUCCESS, TUNE_EPOCH_KEYS, TUNE_FINAL_KEYS, TUNE_METRIC
 from psann.runconfig import apply_overrides, parse_run_config
 from psann.runs import execute_run
-from psann.training import Callback, TrainingLoop
+from psann.training import Callback, TrainingLoop, TrainingSnapshot
 
 __all__ = ["TrialRunError", "hisso_trial", "TuneReporter", "TRAINING_STATE"]
 
@@ -31,19 +31,6 @@ logger = logging.getLogger(__name__)
 
 TRAINING_STATE = "training_state.pt"
 _CARRIED_FILES = ("events.csv", "config_resolved.yaml", "metrics.json")
-_REPORTED = (
-    "epoch",
-    "train_loss",
-    "val_loss",
-    "val_mse",
-    "reward_mean",
-    "reward_std",
-    "episodes",
-    "episodes_per_second",
-    "samples_per_second",
-    "lr",
-    "skipped_steps",
-)
 
 
 class TrialRunError(RuntimeError):
@@ -66,20 +53,20 @@ class TuneReporter(Callback):
         self.pending: tuple[dict[str, Any], Mapping[str, Any]] | None = None
 
     def on_epoch_end(self, loop: TrainingLoop, record: dict[str, Any]) -> None:
-        if record.get("phase") not in ("hisso", "supervised"):
+        if record.get("phase") not in MAIN_PHASES:
             return
         metrics: dict[str, Any] = {}
-        for key in _REPORTED:
+        for key in TUNE_EPOCH_KEYS:
             value = record.get(key)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                 metrics[key] = value
-        if "val_loss" not in metrics:
+        if TUNE_METRIC not in metrics:
             # Schedulers need val_loss in every result; without a validation split the training
             # objective stands in, and the result says so.
-            metrics["val_loss"] = metrics.get("train_loss", math.inf)
-            metrics["val_loss_source"] = "train"
+            metrics[TUNE_METRIC] = metrics.get("train_loss", math.inf)
+            metrics[f"{TUNE_METRIC}_source"] = "train"
         metrics.update(node_id=self.node_id, device=self.device, trial_started_at=self.started_at)
-        state = training_state(loop)
+        state = loop.snapshot().to_dict()
         if record["epoch"] >= loop.config.epochs:
             # The last epoch is reported after the run has evaluated and written its final files:
             # ASHA stops a trial as soon as it reports max_t, and nothing after that report runs.
@@ -93,7 +80,7 @@ class TuneReporter(Callback):
             return
         metrics, state = self.pending
         self.pending = None
-        for key in ("test_loss", "test_mse", "best_epoch"):
+        for key in TUNE_FINAL_KEYS:
             value = run_metrics.get(key)
             if isinstance(value, (int, float)) and math.isfinite(value):
                 metrics[key] = value
@@ -143,8 +130,9 @@ def _restore_from_checkpoint(run_dir: Path, device: str) -> Mapping[str, Any] | 
         best = run_dir / "checkpoints" / "best"
         if (folder / "best").is_dir() and not best.exists():
             shutil.copytree(folder / "best", best)
-    logger.info("resuming from checkpoint after epoch %s", state["loop"]["epoch"])
-    return state
+    snapshot = TrainingSnapshot.from_dict(state)
+    logger.info("resuming from checkpoint after epoch %s", snapshot.epoch)
+    return snapshot
 
 
 def hisso_trial(
@@ -168,7 +156,7 @@ def hisso_trial(
         _set_aside_previous_attempt(run_dir)
     reporter = TuneReporter(run_dir, device=device, started_at=started_at)
     result = execute_run(run_config, run_dir, device=device, seed=seed, callbacks=[reporter], resume_state=state)
-    if result.status == "success":
+    if result.status == RUN_SUCCESS:
         reporter.report_final(result.metrics)
     else:
         error = (result.metrics.get("error") or result.status).strip().splitlines()

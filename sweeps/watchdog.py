@@ -13,28 +13,29 @@ import csv
 import io
 import logging
 import time
-from typing import Any, Callable
+from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from sweeps.storage import SweepStore
 
 HUNG_RECORD = "hung_trials.json"
+AUTOPSY_ROWS = 3  # last events.csv rows kept as a hung trial's autopsy
 
-__all__ = ["HUNG_RECORD", "HangGuard", "last_events"]
+__all__ = ["AUTOPSY_ROWS", "HUNG_RECORD", "HangGuard", "last_events"]
 
 logger = logging.getLogger(__name__)
 
 
-def last_events(events_csv: str | None, rows: int = 3) -> str:
-    """The last ``rows`` rows of a trial's events.csv text as one line each (the autopsy)."""
+def last_events(events_csv: str | None) -> str:
+    """The last AUTOPSY_ROWS rows of a trial's events.csv text as one line each (the autopsy)."""
     if events_csv is None:
         return "(no events.csv yet)"
     records = list(csv.DictReader(io.StringIO(events_csv)))
     if not records:
         return "(events.csv has no rows)"
     out = io.StringIO()
-    for record in records[-rows:]:
+    for record in records[-AUTOPSY_ROWS:]:
         fields = [f"{k}={v}" for k, v in record.items() if v not in ("", None) and k != "timestamp"]
         out.write(f"{record.get('timestamp', '')} " + " ".join(fields) + "\n")
     return out.getvalue().strip()
@@ -54,13 +55,11 @@ class HangGuard(TrialScheduler):
         *,
         store: SweepStore | None = None,
         stage: str | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.inner = inner or FIFOScheduler()
         self.store = store  # where <stage>/hung_trials.json is written (None: not written)
         self.stage = stage
         self.hang_timeout_s = float(hang_timeout_s)
-        self.clock = clock
         self._last_activity: dict[str, float] = {}
         self.hung: dict[str, dict[str, Any]] = {}
 
@@ -92,7 +91,7 @@ class HangGuard(TrialScheduler):
         self.inner.on_trial_error(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial, result) -> str:
-        self._last_activity[trial.trial_id] = self.clock()
+        self._last_activity[trial.trial_id] = time.monotonic()
         return self.inner.on_trial_result(tune_controller, trial, result)
 
     def on_trial_complete(self, tune_controller, trial, result) -> None:
@@ -117,7 +116,7 @@ class HangGuard(TrialScheduler):
         return self.inner.restore(checkpoint_path)
 
     def _stop_silent_trials(self, tune_controller) -> None:
-        now = self.clock()
+        now = time.monotonic()
         for trial in list(tune_controller.get_live_trials()):
             if trial.status != "RUNNING" or trial.trial_id in self.hung:
                 continue

@@ -1,7 +1,8 @@
-"""The sklearn-style surface shared by every PSANN estimator.
+"""The scikit-learn estimator base shared by every PSANN estimator.
 
-``__init__`` only stores its arguments (deprecated aliases are mapped to their canonical names);
-validation and work happen in ``fit``; learned state ends in an underscore.
+``__init__`` only stores its arguments (deprecated aliases are explicit keyword parameters whose
+default is ``"deprecated"``); validation and work happen in ``fit``; learned state ends in an
+underscore. Input validation lives in ``_input``, the HISSO fit path in ``_hisso``.
 """
 
 from __future__ import annotations
@@ -17,14 +18,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from psann.estimators._params import check_params, split_aliases
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.metrics import r2_score
+from sklearn.utils.validation import check_is_fitted
+
+from psann.errors import ValidationError, short_repr
+from psann.estimators._input import validate_X, validate_y
+from psann.estimators._layout import to_channels_first
+from psann.estimators._params import DEPRECATED, check_params, warn_deprecated
+from psann.snapshot import TrainingSnapshot
 from psann.training import Callback, LoopConfig, SupervisedPhase, TrainingLoop
 
 __all__ = ["BasePSANNEstimator", "resolve_device"]
 
 logger = logging.getLogger("psann.estimators")
-
-ALIASES = {"hidden_width": "hidden_units", "hidden_channels": "conv_channels"}
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -36,18 +43,23 @@ def resolve_device(device: str | torch.device) -> torch.device:
     else:
         resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} was requested but CUDA is not available; use 'cpu' or 'auto'")
+        raise ValidationError("device", f"{str(device)!r} was requested but CUDA is not available; use 'cpu' or 'auto'")
     if resolved.type == "cuda" and resolved.index is None:
         resolved = torch.device("cuda", torch.cuda.current_device())
     return resolved
 
 
 class _Standardised(nn.Module):
-    """Wraps a network with input standardisation kept as buffers (saved with the weights)."""
+    """Wraps a network with input standardisation kept as buffers (saved with the weights).
 
-    def __init__(self, net: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+    With ``conditioning_dim`` > 0 the last that many columns of each input row are per-sample
+    conditioning: they are split off (not standardised) and passed to the network as its context.
+    """
+
+    def __init__(self, net: nn.Module, mean: torch.Tensor, std: torch.Tensor, *, conditioning_dim: int = 0) -> None:
         super().__init__()
         self.net = net
+        self.conditioning_dim = int(conditioning_dim)
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
 
@@ -58,8 +70,11 @@ class _Standardised(nn.Module):
     def reset_state(self) -> None:
         self.net.reset_state()
 
-    def forward(self, x: torch.Tensor, *args: Any) -> torch.Tensor:
-        return self.net((x - self.mean) / self.std, *args)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.conditioning_dim:
+            x, conditioning = x[:, : -self.conditioning_dim], x[:, -self.conditioning_dim :]
+            return self.net((x - self.mean) / self.std, conditioning)
+        return self.net((x - self.mean) / self.std)
 
 
 @contextmanager
@@ -71,136 +86,101 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
-class BasePSANNEstimator:
-    """Shared fit/predict/score/save/load; subclasses declare params and build their network."""
+class BasePSANNEstimator(RegressorMixin, BaseEstimator):
+    """Shared fit/predict/score/save/load on scikit-learn's estimator base.
+
+    Subclasses declare ``_parameter_constraints`` (rules as data, checked by ``validate_params``),
+    ``_deprecated_params`` (alias -> canonical name) and ``_build_network``.
+    """
 
     _parameter_constraints: dict[str, Any] = {}
+    _deprecated_params: dict[str, str] = {}
+    _supports_preserve_shape = False  # per-position outputs (WaveResNet, ResConv)
 
-    # -- sklearn parameter protocol -------------------------------------------------------------
-    @classmethod
-    def _get_param_names(cls) -> list[str]:
-        signature = inspect.signature(cls.__init__)
-        return sorted(
-            name
-            for name, p in signature.parameters.items()
-            if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
-        )
+    # -- parameters -----------------------------------------------------------------------------
+    def canonical_params(self) -> dict[str, Any]:
+        """``get_params()`` with each deprecated alias folded into its canonical name and removed.
 
-    def _apply_aliases(self, aliases: Mapping[str, Any]) -> None:
-        if not aliases:
-            return
-        names = self._get_param_names()
+        An alias given beside a canonical value that differs from it is a ValidationError whose key
+        is the alias.
+        """
+        params = self.get_params(deep=False)
         defaults = {n: p.default for n, p in inspect.signature(type(self).__init__).parameters.items()}
-        for canonical, value in split_aliases(type(self).__name__, ALIASES, aliases, names).items():
-            current = getattr(self, canonical)
+        for alias, canonical in self._deprecated_params.items():
+            value = params.pop(alias, DEPRECATED)
+            if isinstance(value, str) and value == DEPRECATED:
+                continue
+            current = params[canonical]
             if current != defaults.get(canonical) and current != value:
-                raise ValueError(
-                    f"{type(self).__name__}: both {canonical!r}={current!r} and its deprecated alias "
-                    f"(={value!r}) were given with different values; pass only {canonical!r}"
+                raise ValidationError(
+                    alias,
+                    f"{type(self).__name__} got {canonical}={short_repr(current)} and its deprecated alias "
+                    f"{alias}={short_repr(value)}; pass only {canonical!r}",
                 )
-            setattr(self, canonical, value)
+            params[canonical] = value
+        return params
 
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self._get_param_names()}
+    def validate_params(self) -> None:
+        """Check every parameter against its rule (ValidationError with ``.key`` = the parameter).
 
-    def set_params(self, **params: Any) -> "BasePSANNEstimator":
-        names = self._get_param_names()
-        aliases = {k: params.pop(k) for k in list(params) if k not in names}
-        for key, value in params.items():
-            setattr(self, key, value)
-        if aliases:
-            resolved = split_aliases(type(self).__name__, ALIASES, aliases, names)
-            for canonical, value in resolved.items():
-                if canonical in params and params[canonical] != value:
-                    raise ValueError(
-                        f"{type(self).__name__}.set_params: {canonical!r}={params[canonical]!r} conflicts "
-                        f"with its deprecated alias (={value!r})"
-                    )
-                setattr(self, canonical, value)
-        return self
+        A deprecated alias that was given warns (DeprecationWarning pointing at the caller).
+        """
+        given = {a: c for a, c in self._deprecated_params.items() if not _is_unset(getattr(self, a))}
+        warn_deprecated(type(self).__name__, given)
+        check_params(type(self).__name__, self._parameter_constraints, self.canonical_params())
+        if getattr(self, "preserve_shape", False) and not self._supports_preserve_shape:
+            raise ValidationError(
+                "preserve_shape",
+                f"{type(self).__name__} has no per-position outputs (it flattens N-D samples into features); "
+                "use WaveResNetRegressor or ResConvPSANNRegressor for preserve_shape=True",
+            )
 
-    def __repr__(self) -> str:
-        defaults = {n: p.default for n, p in inspect.signature(type(self).__init__).parameters.items()}
-        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if defaults.get(k, object()) != v]
-        return f"{type(self).__name__}({', '.join(changed)})"
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        tags.target_tags.single_output = True
+        tags.target_tags.multi_output = True
+        tags.input_tags.three_d_array = True
+        tags.input_tags.allow_nan = False
+        return tags
 
-    def __sklearn_tags__(self):  # pragma: no cover - only used when scikit-learn is installed
-        from sklearn.utils import Tags, RegressorTags, TargetTags, InputTags
-
-        return Tags(
-            estimator_type="regressor",
-            target_tags=TargetTags(required=True, multi_output=True, single_output=True),
-            regressor_tags=RegressorTags(),
-            input_tags=InputTags(),
-        )
-
-    _estimator_type = "regressor"
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "model_")
 
     # -- hooks for subclasses -------------------------------------------------------------------
     def _build_network(self, dim_in: int, dim_out: int) -> nn.Module:
         raise NotImplementedError
+
+    def _saved_params(self) -> dict[str, Any]:
+        """The parameters recorded in a save's metadata.json (JSON values only)."""
+        return self.get_params(deep=False)
 
     def _fit_callbacks(self) -> list[Callback]:
         """Schedule callbacks this estimator adds to every loop of a fit (none by default)."""
         return []
 
     def _prepare_X(self, X: torch.Tensor) -> torch.Tensor:
-        """Map validated input to the (N, F) rows the network sees (identity for dense inputs)."""
-        if X.dim() != 2:
-            raise ValueError(f"{type(self).__name__} expects X of shape (n_samples, n_features); got shape {tuple(X.shape)}")
-        return X
+        """Map validated input to what the network sees: (N, F) rows, N-D samples flattened channels-first."""
+        return X if X.dim() == 2 else to_channels_first(X, self.data_format).reshape(X.shape[0], -1)
+
+    def _input_stats(self, X_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Standardisation mean and std of the prepared inputs (per feature by default)."""
+        return X_rows.mean(dim=0), X_rows.std(dim=0, unbiased=False).clamp_min(1e-6)
+
+    def _conditioning_rows(self, conditioning: Any, X: Any, X_t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor | None:
+        """Per-row conditioning for the prepared inputs (None when the estimator takes none)."""
+        if conditioning is not None:
+            raise ValidationError(
+                "conditioning", f"{type(self).__name__} takes no conditioning (WaveResNetRegressor with context_dim > 0 does)"
+            )
+        return None
 
     def _restore_output(self, out: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
-        """Inverse of _prepare_X for outputs (identity for dense inputs)."""
+        """Inverse of _prepare_X for outputs (identity for row inputs)."""
         return out
 
     def _prepare_y(self, y: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
-        return y
-
-    # -- validation -----------------------------------------------------------------------------
-    def _validate_params(self) -> None:
-        check_params(type(self).__name__, self._parameter_constraints, self.get_params())
-
-    def _as_tensor(self, data: Any, name: str, device: torch.device) -> torch.Tensor:
-        """float32 tensor on device; no copy when it already is one. NaN/inf are refused."""
-        if isinstance(data, torch.Tensor):
-            tensor = data if (data.dtype == torch.float32 and data.device == device) else data.to(device, torch.float32)
-        else:
-            array = np.asarray(data)
-            if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-                raise TypeError(f"{name} must be numeric; got dtype {array.dtype}")
-            tensor = torch.as_tensor(array, dtype=torch.float32).to(device)
-        if tensor.dim() == 0:
-            raise ValueError(f"{name} must be at least 1-D; got a scalar")
-        if tensor.shape[0] == 0:
-            raise ValueError(f"{name} is empty (shape {tuple(tensor.shape)})")
-        finite = torch.isfinite(tensor)
-        if not bool(finite.all()):
-            bad = tuple(int(i) for i in (~finite).nonzero()[0].tolist())
-            raise ValueError(f"{name} contains NaN or inf (first at index {bad}, shape {tuple(tensor.shape)})")
-        return tensor
-
-    def _check_X(self, X: Any, device: torch.device, *, name: str = "X") -> torch.Tensor:
-        tensor = self._as_tensor(X, name, device)
-        if tensor.dim() == 1:
-            raise ValueError(
-                f"{name} must be 2-D (n_samples, n_features); got 1-D shape {tuple(tensor.shape)}. "
-                "Reshape with X.reshape(-1, 1) for a single feature."
-            )
-        if tensor[0].numel() == 0:
-            # Without this a zero-width layer reached siren_init_ and died with ZeroDivisionError.
-            raise ValueError(f"{name} has 0 features (shape {tuple(tensor.shape)}); at least 1 is required")
-        return tensor
-
-    def _check_y(self, y: Any, X: torch.Tensor, device: torch.device, *, name: str = "y") -> torch.Tensor:
-        tensor = self._as_tensor(y, name, device)
-        if tensor.dim() == 1:
-            tensor = tensor.unsqueeze(1)
-        if tensor.shape[0] != X.shape[0]:
-            raise ValueError(
-                f"X and {name} have different numbers of samples: X {tuple(X.shape)}, {name} {tuple(tensor.shape)}"
-            )
-        return tensor
+        return y.reshape(y.shape[0], -1) if y.dim() > 2 else y
 
     # -- fitting --------------------------------------------------------------------------------
     def _effective_seed(self) -> int:
@@ -209,30 +189,28 @@ class BasePSANNEstimator:
         return int(np.random.SeedSequence().entropy % (2**31 - 1))
 
     def _loop_config(self, *, epochs: int, phase: str, **overrides: Any) -> LoopConfig:
+        p = self.canonical_params()
         base = dict(
             epochs=epochs,
-            lr=float(self.lr),
-            weight_decay=float(self.weight_decay),
-            lr_schedule=self.lr_schedule,
-            warmup_epochs=float(self.warmup_epochs),
-            early_stopping=bool(self.early_stopping),
-            patience=int(self.patience),
-            grad_clip=self.grad_clip,
+            lr=float(p["lr"]),
+            weight_decay=float(p["weight_decay"]),
+            lr_schedule=p["lr_schedule"],
+            warmup_epochs=float(p["warmup_epochs"]),
+            early_stopping=bool(p["early_stopping"]),
+            patience=int(p["patience"]),
+            grad_clip=p["grad_clip"],
             phase=phase,
         )
         base.update(overrides)
         return LoopConfig(**base)
 
-    def _init_model(self, X_rows: torch.Tensor, dim_out: int, device: torch.device) -> _Standardised:
-        dim_in = X_rows.shape[1]
-        if self.standardize:
-            mean = X_rows.mean(dim=0)
-            std = X_rows.std(dim=0, unbiased=False).clamp_min(1e-6)
-        else:
-            mean = torch.zeros(dim_in, device=device)
-            std = torch.ones(dim_in, device=device)
-        net = self._build_network(dim_in, dim_out)
-        return _Standardised(net, mean.detach().clone(), std.detach().clone()).to(device)
+    def _init_model(self, X_rows: torch.Tensor, dim_out: int, device: torch.device, *, conditioning_dim: int = 0) -> _Standardised:
+        mean, std = self._input_stats(X_rows)
+        if not self.standardize:
+            mean, std = torch.zeros_like(mean), torch.ones_like(std)
+        net = self._build_network(X_rows.shape[1], dim_out)
+        model = _Standardised(net, mean.detach().clone(), std.detach().clone(), conditioning_dim=conditioning_dim)
+        return model.to(device)
 
     def fit(
         self,
@@ -243,34 +221,40 @@ class BasePSANNEstimator:
         hisso: bool = False,
         hisso_options: Any = None,
         context: Any = None,
+        conditioning: Any = None,
+        conditioning_val: Any = None,
         callbacks: Sequence[Callback] | None = None,
-        resume_state: Mapping[str, Any] | None = None,
+        resume_state: TrainingSnapshot | Mapping[str, Any] | None = None,
     ) -> "BasePSANNEstimator":
         """Fit on (X, y) by minibatch MSE, or by HISSO episodes when ``hisso=True``.
 
         Args:
-            X: inputs, (n_samples, n_features) (WaveResNet also takes (N, C, *) with preserve_shape).
-            y: targets (n_samples,) or (n_samples, n_outputs); optional for HISSO (warm start).
+            X: inputs (N, F), (N, C, L) or (N, C, H, W) (``data_format`` says where the channels are).
+            y: targets (N,) or (N, n_outputs) (per position with preserve_shape); optional for HISSO.
             validation_data: (X_val, y_val) or, for HISSO, (X_val, y_val_or_None, context_val).
             hisso: train with the HISSO episodic reward trainer instead of regression.
             hisso_options: a ``psann.hisso.HISSOOptions`` or a dict of its fields.
             context: HISSO reward context (e.g. prices), one row per row of X.
+            conditioning: per-sample conditioning (N, context_dim) for WaveResNetRegressor's FiLM
+                blocks (or leave None and set ``conditioning_builder``); ``conditioning_val`` for
+                the validation rows.
             callbacks: extra training-loop callbacks (logging, run folders, Tune reporting).
-            resume_state: a state from a ``psann.training``-loop checkpoint to continue from.
+            resume_state: a ``TrainingSnapshot`` (``loop.snapshot()``) or its ``to_dict()``.
 
         Example::
 
             est = PSANNRegressor(epochs=200, random_state=0).fit(X, y)
             est.score(X, y)
         """
-        self._validate_params()
+        self.validate_params()
         device = resolve_device(self.device)
         self.device_ = device
         self.seed_ = self._effective_seed()
         callbacks = list(callbacks or [])
+        snapshot = TrainingSnapshot.coerce(resume_state) if resume_state is not None else None
         with _seeded(self.seed_, device):
             if hisso:
-                from psann.hisso.trainer import fit_hisso
+                from psann.estimators._hisso import fit_hisso
 
                 fit_hisso(
                     self,
@@ -279,44 +263,56 @@ class BasePSANNEstimator:
                     options=hisso_options,
                     context=context,
                     validation_data=validation_data,
+                    conditioning=(conditioning, conditioning_val),
                     callbacks=callbacks,
                     device=device,
-                    resume_state=resume_state,
+                    resume_state=snapshot,
                 )
             else:
                 if y is None:
-                    raise ValueError(f"{type(self).__name__}.fit needs y unless hisso=True")
-                self._fit_supervised(X, y, validation_data, callbacks, device, resume_state)
+                    raise ValueError(
+                        f"{type(self).__name__} requires y to be passed, but the target y is None "
+                        "(pass hisso=True to train on rewards without targets)"
+                    )
+                self._fit_supervised(X, y, validation_data, (conditioning, conditioning_val), callbacks, device, snapshot)
         return self
 
-    def _fit_supervised(self, X, y, validation_data, callbacks, device, resume_state) -> None:
-        X_t = self._check_X(X, device)
-        y_t = self._check_y(y, X_t, device)
-        self._remember_shapes(X_t, y_t)
-        self.y_was_1d_ = getattr(y, "ndim", None) == 1 or (not hasattr(y, "ndim") and np.ndim(y) == 1)
-        X_rows, y_rows = self._prepare_X(X_t), self._prepare_y(y_t, X_t)
-        X_val_rows = y_val_rows = None
+    def model_inputs(self, X: Any, X_t: torch.Tensor, conditioning: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prepared rows, network inputs): the inputs are the rows plus any conditioning columns."""
+        rows = self._prepare_X(X_t)
+        cond = self._conditioning_rows(conditioning, X, X_t, rows)
+        return rows, rows if cond is None else torch.cat([rows, cond], dim=1)
+
+    def _fit_supervised(self, X, y, validation_data, conditioning, callbacks, device, snapshot) -> None:
+        X_t = validate_X(self, X, reset=True, device=device)
+        y_t, self.y_was_1d_ = validate_y(y, X_t.shape[0], device=device)
+        self.output_shape_ = tuple(int(s) for s in y_t.shape[1:])
+        X_rows, X_in = self.model_inputs(X, X_t, conditioning[0])
+        y_rows = self._prepare_y(y_t, X_t)
+        X_val_in = y_val_rows = None
         if validation_data is not None:
             X_val, y_val = validation_data[0], validation_data[1]
-            X_val_t = self._check_X(X_val, device, name="X_val")
-            self._check_feature_shape(X_val_t, "X_val")
-            y_val_t = self._check_y(y_val, X_val_t, device, name="y_val")
-            X_val_rows, y_val_rows = self._prepare_X(X_val_t), self._prepare_y(y_val_t, X_val_t)
-        self.model_ = self._init_model(X_rows, y_rows.shape[1], device)
+            X_val_t = validate_X(self, X_val, reset=False, device=device, name="X_val")
+            y_val_t, _ = validate_y(y_val, X_val_t.shape[0], device=device, name="y_val")
+            _, X_val_in = self.model_inputs(X_val, X_val_t, conditioning[1])
+            y_val_rows = self._prepare_y(y_val_t, X_val_t)
+        conditioning_dim = X_in.shape[1] - X_rows.shape[1]
+        self.model_ = self._init_model(X_rows, y_rows.shape[1], device, conditioning_dim=conditioning_dim)
         self.hisso_ = None
         generator = torch.Generator().manual_seed(self.seed_)
         phase = SupervisedPhase(
-            X_rows,
+            X_in,
             y_rows,
             batch_size=self.batch_size,
             generator=generator,
-            X_val=X_val_rows,
+            X_val=X_val_in,
             y_val=y_val_rows,
             stateful=self.model_.stateful,
         )
-        loop = self._run_loop(
-            phase, self._loop_config(epochs=int(self.epochs), phase="supervised"), callbacks, device, resume_state
+        config = self._loop_config(
+            epochs=int(self.epochs), phase="supervised", mixed_precision=self.mixed_precision, amp_dtype=self.amp_dtype
         )
+        loop = self._run_loop(phase, config, callbacks, device, snapshot)
         self.history_ = loop.history
         self.best_epoch_ = loop.best_epoch
 
@@ -326,21 +322,16 @@ class BasePSANNEstimator:
         config: LoopConfig,
         callbacks: Sequence[Callback],
         device: torch.device,
-        resume_state: Mapping[str, Any] | None,
+        snapshot: TrainingSnapshot | None,
         *,
         schedules: Sequence[Callback] | None = None,
     ) -> TrainingLoop:
         schedules = list(self._fit_callbacks() if schedules is None else schedules)
         all_callbacks = schedules + [_LogEpochs(self.verbose)] + list(callbacks)
         loop = TrainingLoop(self.model_, config, device=device, callbacks=all_callbacks)
-        loop.phase_ref = phase
-        if resume_state is not None:
-            restore_training_state(loop, phase, resume_state)
-        self._loop = loop
-        try:
-            loop.run(phase)
-        finally:
-            self._loop = None
+        if snapshot is not None:
+            loop.restore(snapshot, phase)
+        loop.run(phase)
         self.model_ = loop.model
         self.model_.eval()
         self.amp_ = {
@@ -350,52 +341,43 @@ class BasePSANNEstimator:
         }
         return loop
 
-    def _remember_shapes(self, X: torch.Tensor, y: torch.Tensor | None) -> None:
-        self.input_shape_ = tuple(int(s) for s in X.shape[1:])
-        self.n_features_in_ = int(np.prod(self.input_shape_))
-        self.output_shape_ = tuple(int(s) for s in y.shape[1:]) if y is not None else None
-        self.y_was_1d_ = False
-
-    def _check_feature_shape(self, X: torch.Tensor, name: str) -> None:
-        if tuple(X.shape[1:]) != self.input_shape_:
-            raise ValueError(
-                f"{name} has shape {tuple(X.shape)}; expected (n, {', '.join(map(str, self.input_shape_))}) "
-                "as in fit"
-            )
-
     # -- inference ------------------------------------------------------------------------------
-    def _check_is_fitted(self) -> None:
-        if not hasattr(self, "model_"):
-            raise RuntimeError(f"This {type(self).__name__} instance is not fitted yet; call fit() first")
-
     @torch.no_grad()
-    def _forward_rows(self, X_rows: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-        self.model_.eval()
-        outs = [self.model_(X_rows[i : i + batch_size]) for i in range(0, X_rows.shape[0], batch_size)]
-        return torch.cat(outs) if outs else X_rows.new_zeros((0, self.model_.net.dim_out))
+    def predict_tensor(
+        self, X: Any, *, conditioning: Any = None, batch_size: int = 4096, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
+        """Raw outputs as a tensor on the fitted device (no host copy; HISSO evaluation uses it).
 
-    def predict(self, X: Any) -> np.ndarray:
-        """Predict outputs for X; returns (n_samples,) when fitted on a 1-D y."""
-        self._check_is_fitted()
-        X_t = self._check_X(X, self.device_)
-        self._check_feature_shape(X_t, "X")
-        out = self._restore_output(self._forward_rows(self._prepare_X(X_t)), X_t)
-        out = out.cpu().numpy()
+        Shapes follow ``predict`` except that a 1-D target is not squeezed: (n_samples, n_outputs).
+        ``dtype=torch.float64`` evaluates a float64 copy of the network (what ``predict`` does).
+        """
+        check_is_fitted(self)
+        X_t = validate_X(self, X, reset=False, device=self.device_)
+        rows = self.model_inputs(X, X_t, conditioning)[1].to(dtype)
+        model = self.model_ if dtype == torch.float32 else copy.deepcopy(self.model_).to(dtype)
+        model.eval()
+        outs = [model(rows[i : i + batch_size]) for i in range(0, rows.shape[0], batch_size)]
+        out = torch.cat(outs) if outs else rows.new_zeros((0, model.net.dim_out))
+        return self._restore_output(out, X_t)
+
+    def predict(self, X: Any, *, conditioning: Any = None) -> np.ndarray:
+        """Predict outputs for X; (n_samples,) when fitted on a 1-D y.
+
+        The float32-trained network is evaluated in float64, so a row's prediction does not depend
+        on which other rows share its batch (float32 matrix kernels differ by batch size; sklearn's
+        subset-invariance check caught 5e-7 differences at w0=30).
+        """
+        out = self.predict_tensor(X, conditioning=conditioning, dtype=torch.float64).cpu().numpy()
         if getattr(self, "y_was_1d_", False) and out.ndim == 2 and out.shape[1] == 1:
             out = out[:, 0]
         return out
 
-    def score(self, X: Any, y: Any) -> float:
-        """Coefficient of determination R^2 (uniform average over outputs)."""
-        pred = np.asarray(self.predict(X), dtype=np.float64)
-        y_true = np.asarray(y, dtype=np.float64).reshape(pred.shape)
-        y2 = y_true.reshape(y_true.shape[0], -1)
-        p2 = pred.reshape(pred.shape[0], -1)
-        ss_res = ((y2 - p2) ** 2).sum(axis=0)
-        ss_tot = ((y2 - y2.mean(axis=0)) ** 2).sum(axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r2 = np.where(ss_tot > 0, 1.0 - ss_res / np.where(ss_tot > 0, ss_tot, 1.0), np.where(ss_res == 0, 1.0, 0.0))
-        return float(r2.mean())
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Coefficient of determination R^2 (uniform average over outputs and positions)."""
+        pred = self.predict(X)
+        y_true = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+        n = pred.shape[0]
+        return float(r2_score(y_true.reshape(n, -1), pred.reshape(n, -1), sample_weight=sample_weight))
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: Any, *, overwrite: bool = False) -> None:
@@ -410,6 +392,10 @@ class BasePSANNEstimator:
         from psann.estimators._persistence import load_estimator
 
         return load_estimator(cls, path, device=device)
+
+
+def _is_unset(value: Any) -> bool:
+    return isinstance(value, str) and value == DEPRECATED
 
 
 class _LogEpochs(Callback):
@@ -427,47 +413,3 @@ class _LogEpochs(Callback):
             if isinstance(value, float) and math.isfinite(value):
                 parts.append(f"{key}={value:.5g}")
         logger.log(self.level, " ".join(parts))
-
-
-def training_state(loop: TrainingLoop) -> dict[str, Any]:
-    """A resumable snapshot of a running loop: model weights, loop, phase and schedule states.
-
-    The snapshot is a deep copy: state_dict() tensors (weights, Adam moments) share storage with
-    the live model and optimiser, which keep training in place after the snapshot is taken.
-    """
-    net = getattr(loop.model, "net", loop.model)
-    best_net = getattr(loop.best_model, "net", loop.best_model)
-    return copy.deepcopy({
-        "format": 1,
-        "phase": loop.config.phase,
-        "model": loop.model.state_dict(),
-        "depth": getattr(net, "depth", None),
-        # Progressive depth may have grown the net since the best epoch's snapshot was taken.
-        "best_depth": getattr(best_net, "depth", None),
-        "loop": loop.state_dict(),
-        "phase_state": loop.phase_ref.state_dict(),
-        "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in loop.callbacks],
-    })
-
-
-def restore_training_state(loop: TrainingLoop, phase: Any, state: Mapping[str, Any]) -> None:
-    """Load a ``training_state`` snapshot into a freshly built loop before ``run``."""
-    net = getattr(loop.model, "net", loop.model)
-    depth = state.get("depth")
-    if depth is not None and hasattr(net, "add_blocks"):
-        # Progressive depth adds one block (one optimiser param group) at a time; replay that so
-        # the optimiser state's groups line up.
-        while net.depth < depth:
-            loop.add_parameters(net.add_blocks(1))
-    loop.model.load_state_dict(state["model"])
-    best_template = None
-    best_depth = state.get("best_depth")
-    if best_depth is not None and depth is not None and best_depth < depth:
-        # The best epoch ran on a shallower net: rebuild that shape so its weights load.
-        best_template = copy.deepcopy(loop.model)
-        del getattr(best_template, "net", best_template).blocks[best_depth:]
-    loop.load_state_dict(state["loop"], best_template=best_template)
-    phase.load_state_dict(state["phase_state"])
-    for callback, cb_state in zip(loop.callbacks, state.get("callbacks", [])):
-        if cb_state is not None and hasattr(callback, "load_state_dict"):
-            callback.load_state_dict(cb_state)

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import torch
 
-__all__ = ["Int", "Real", "Options", "Bool", "NoneOr", "DeviceSpec", "Anything", "check_params", "split_aliases"]
+from psann.errors import ValidationError, short_repr
+
+__all__ = [
+    "DEPRECATED",
+    "Anything",
+    "Bool",
+    "DeviceSpec",
+    "Int",
+    "NoneOr",
+    "Options",
+    "Real",
+    "check_params",
+    "warn_deprecated",
+]
 
 
 @dataclass(frozen=True)
@@ -117,14 +129,15 @@ class DeviceSpec:
         return "'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device"
 
 
+DEPRECATED = "deprecated"  # default of a deprecated alias parameter: "not given" (sklearn's pattern)
+
+
 def check_params(owner: str, constraints: Mapping[str, Any], params: Mapping[str, Any]) -> None:
-    """Raise ValueError/TypeError in the house template for the first parameter breaking its rule."""
+    """Raise ValidationError (``.key`` = the parameter) for the first parameter breaking its rule."""
     for name, rule in constraints.items():
         value = params[name]
         if not rule.check(value):
-            raise ValueError(
-                f"The {name!r} parameter of {owner} must be {rule.describe()}. Got {value!r} instead."
-            )
+            raise ValidationError(name, f"{owner} expects {rule.describe()}, got {short_repr(value)}")
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -133,8 +146,7 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 def _caller_stacklevel() -> int:
     """The warnings stacklevel of the first frame outside psann.estimators (the user's call).
 
-    A fixed number is wrong for some paths: __init__ and set_params sit at different depths, and
-    subclasses (ResPSANNRegressor) add a super().__init__ frame.
+    A fixed number is wrong for some paths: fit and validate_params sit at different depths.
     """
     frame = sys._getframe(1)  # the function that calls warnings.warn: stacklevel 1
     level = 1
@@ -144,28 +156,11 @@ def _caller_stacklevel() -> int:
     return level
 
 
-def split_aliases(
-    owner: str,
-    aliases: Mapping[str, str],
-    extra: Mapping[str, Any],
-    known: Iterable[str],
-) -> dict[str, Any]:
-    """Map deprecated alias keywords to canonical names; unknown keywords raise with did-you-mean.
-
-    Returns {canonical_name: value} for the aliases that were given.
-    """
-    known = list(known)
-    resolved: dict[str, Any] = {}
-    for key, value in extra.items():
-        canonical = aliases.get(key)
-        if canonical is None or canonical not in known:
-            hint = difflib.get_close_matches(key, known + [a for a, c in aliases.items() if c in known], n=1)
-            suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
-            raise TypeError(f"{owner} got an unexpected keyword argument {key!r}.{suggestion}")
+def warn_deprecated(owner: str, given: Mapping[str, str]) -> None:
+    """One DeprecationWarning per deprecated alias that was given ({alias: canonical})."""
+    for alias, canonical in given.items():
         warnings.warn(
-            f"{owner}: {key!r} is deprecated, use {canonical!r} instead",
+            f"{owner}: {alias!r} is deprecated, use {canonical!r} instead",
             DeprecationWarning,
             stacklevel=_caller_stacklevel(),
         )
-        resolved[canonical] = value
-    return resolved

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from sklearn.utils.validation import check_is_fitted
 
 from psann import __version__
 
 __all__ = ["FORMAT_VERSION", "save_estimator", "load_estimator"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: conditioning_dim, standardisation shapes, deprecated-alias params, ResConv
 WEIGHTS = "weights.pt"
 METADATA = "metadata.json"
 
@@ -42,7 +43,7 @@ def _jsonable(value: Any) -> Any:
 
 def save_estimator(estimator: Any, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write the estimator atomically into directory ``path``."""
-    estimator._check_is_fitted()
+    check_is_fitted(estimator)
     target = Path(path)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} already exists; pass overwrite=True to replace it")
@@ -51,7 +52,7 @@ def save_estimator(estimator: Any, path: str | os.PathLike, *, overwrite: bool =
         "format_version": FORMAT_VERSION,
         "library_version": __version__,
         "class": type(estimator).__name__,
-        "params": _jsonable(estimator.get_params()),
+        "params": _jsonable(estimator._saved_params()),
         "fitted": {
             "input_shape": list(estimator.input_shape_),
             "n_features_in": estimator.n_features_in_,
@@ -60,6 +61,7 @@ def save_estimator(estimator: Any, path: str | os.PathLike, *, overwrite: bool =
             "y_was_1d": bool(getattr(estimator, "y_was_1d_", False)),
             "output_shape": _jsonable(getattr(estimator, "output_shape_", None)),
             "depth": getattr(net, "depth", None),
+            "conditioning_dim": int(estimator.model_.conditioning_dim),
             # w0 is an attribute, not a weight: the warm-up schedule (or a best-epoch restore in
             # the middle of it) can leave it away from the first_layer_w0 parameter.
             "first_layer_w0": getattr(net, "first_layer_w0", None),
@@ -69,6 +71,7 @@ def save_estimator(estimator: Any, path: str | os.PathLike, *, overwrite: bool =
         "scaler": {
             "mean": estimator.model_.mean.detach().cpu().tolist(),
             "std": estimator.model_.std.detach().cpu().tolist(),
+            "shape": list(estimator.model_.mean.shape),
         },
         "hisso": _jsonable(getattr(estimator, "hisso_", None)),
     }
@@ -113,9 +116,17 @@ def _read_metadata(path: Path) -> dict[str, Any]:
 
 
 def _upgrade(metadata: dict[str, Any]) -> dict[str, Any]:
-    """Fill keys that older format versions lack (version 1 is the first; nothing to do yet)."""
+    """Fill keys that older format versions lack, so every later step reads the newest format."""
     metadata.setdefault("hisso", None)
-    metadata.get("fitted", {}).setdefault("first_layer_w0", None)  # absent before w0 was recorded
+    fitted = metadata.setdefault("fitted", {})
+    fitted.setdefault("first_layer_w0", None)  # absent before w0 was recorded
+    if metadata["format_version"] < 2:
+        # Format 1: dense, residual and WaveResNet estimators over feature rows, no conditioning,
+        # standardisation per input feature.
+        fitted.setdefault("conditioning_dim", 0)
+        metadata.setdefault("scaler", {}).setdefault("shape", [int(fitted["dim_in"])])
+        # Format 1 counted every value of a sample; sklearn's n_features_in_ is X.shape[1].
+        fitted["n_features_in"] = int(fitted["input_shape"][0])
     return metadata
 
 
@@ -141,14 +152,17 @@ def load_estimator(cls: type, path: str | os.PathLike, *, device: str | torch.de
         state = torch.load(path / WEIGHTS, map_location=resolved, weights_only=True)
     except Exception as exc:  # torch raises several types for truncated or foreign files
         raise ValueError(f"{path / WEIGHTS} is corrupt or not a weights file: {exc}") from exc
+    estimator.input_shape_ = tuple(fitted["input_shape"])  # the network's layout depends on it
     net = estimator._build_network(int(fitted["dim_in"]), int(fitted["dim_out"]))
     depth = fitted.get("depth")
     if depth is not None and hasattr(net, "add_blocks") and net.depth < depth:
         net.add_blocks(depth - net.depth)
     if fitted.get("first_layer_w0") is not None and hasattr(net, "set_first_layer_w0"):
         net.set_first_layer_w0(float(fitted["first_layer_w0"]))
-    dim_in = int(fitted["dim_in"])
-    model = _Standardised(net, torch.zeros(dim_in), torch.ones(dim_in)).to(resolved)
+    stats_shape = tuple(int(s) for s in metadata["scaler"]["shape"])
+    model = _Standardised(
+        net, torch.zeros(stats_shape), torch.ones(stats_shape), conditioning_dim=int(fitted["conditioning_dim"])
+    ).to(resolved)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -156,7 +170,6 @@ def load_estimator(cls: type, path: str | os.PathLike, *, device: str | torch.de
     model.eval()
     estimator.model_ = model
     estimator.device_ = resolved
-    estimator.input_shape_ = tuple(fitted["input_shape"])
     estimator.n_features_in_ = int(fitted["n_features_in"])
     estimator.y_was_1d_ = bool(fitted["y_was_1d"])
     estimator.output_shape_ = tuple(fitted["output_shape"]) if fitted.get("output_shape") else None
@@ -164,4 +177,6 @@ def load_estimator(cls: type, path: str | os.PathLike, *, device: str | torch.de
     estimator.best_epoch_ = fitted.get("best_epoch")
     estimator.hisso_ = metadata.get("hisso")
     estimator.history_ = None
+    if hasattr(estimator, "_resolved_builder"):
+        estimator.conditioning_builder_ = estimator._resolved_builder() if fitted["conditioning_dim"] else None
     return estimator

@@ -10,14 +10,8 @@ from psann.hisso.rewards import (
     register_reward_strategy,
     resolve_reward,
 )
-from psann.hisso.trainer import (
-    HISSOPhase,
-    apply_transform,
-    fit_hisso,
-    hisso_evaluate_reward,
-    hisso_infer_series,
-    resolve_context,
-)
+from psann.hisso.evaluation import hisso_evaluate_reward, hisso_infer_series
+from psann.hisso.trainer import HISSOPhase, apply_transform, resolve_context
 
 __all__ = [
     "HISSOOptions",
@@ -27,7 +21,6 @@ __all__ = [
     "apply_transform",
     "available_reward_strategies",
     "call_reward",
-    "fit_hisso",
     "get_reward_strategy",
     "hisso_evaluate_reward",
     "hisso_infer_series",

@@ -1,13 +1,18 @@
-"""HISSOOptions: the episodic trainer's settings, validated once, with key paths in errors."""
+"""HISSOOptions: the episodic trainer's settings, validated once.
+
+Every error is a :class:`psann.errors.ValidationError` whose ``key`` is the field's path in a run
+config (``hisso.window``, ``hisso.supervised.epochs``), so a run config re-raises it unchanged.
+"""
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Mapping
 
 import numpy as np
+
+from psann.errors import ValidationError, ValidationTypeError, unknown_key
 
 __all__ = ["HISSOOptions", "WarmStartOptions", "PRIMARY_TRANSFORMS", "AMP_DTYPES"]
 
@@ -22,20 +27,23 @@ def _is_int(value: Any) -> bool:
 
 def _check_int(value: Any, key: str, low: int) -> None:
     if not _is_int(value) or value < low:
-        raise ValueError(f"{key}: expected int >= {low}, got {value!r}")
+        raise ValidationError.expected(key, f"an int >= {low}", value)
 
 
 def _check_number(value: Any, key: str, low: float = 0.0) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < low:
-        raise ValueError(f"{key}: expected a finite number >= {low}, got {value!r}")
+        raise ValidationError.expected(key, f"a finite number >= {low}", value)
+
+
+def _check_choice(value: Any, key: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValidationError.expected(key, f"one of {', '.join(allowed)}", value)
 
 
 def _unknown_keys(mapping: Mapping[str, Any], allowed: list[str], prefix: str) -> None:
     for key in mapping:
         if key not in allowed:
-            hint = difflib.get_close_matches(str(key), allowed, n=1)
-            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ValueError(f"{prefix}.{key}: unknown key{suggestion}; allowed: {', '.join(allowed)}")
+            raise unknown_key(key, allowed, prefix)
 
 
 @dataclass(frozen=True)
@@ -54,9 +62,9 @@ class WarmStartOptions:
         if self.lr is not None:
             _check_number(self.lr, "hisso.supervised.lr")
             if self.lr <= 0:
-                raise ValueError(f"hisso.supervised.lr: expected a number > 0, got {self.lr!r}")
+                raise ValidationError.expected("hisso.supervised.lr", "a number > 0", self.lr)
         if self.y_key is not None and not isinstance(self.y_key, str):
-            raise ValueError(f"hisso.supervised.y_key: expected a dataset key string, got {self.y_key!r}")
+            raise ValidationError.expected("hisso.supervised.y_key", "a dataset key string", self.y_key)
 
 
 @dataclass(frozen=True)
@@ -84,27 +92,24 @@ class HISSOOptions:
         _check_int(self.updates_per_epoch, "hisso.updates_per_epoch", 1)
         _check_int(self.val_episodes, "hisso.val_episodes", 1)
         _check_int(self.eval_seed, "hisso.eval_seed", 0)
-        if self.primary_transform not in PRIMARY_TRANSFORMS:
-            raise ValueError(
-                f"hisso.primary_transform: expected one of {', '.join(PRIMARY_TRANSFORMS)}, got {self.primary_transform!r}"
-            )
+        _check_choice(self.primary_transform, "hisso.primary_transform", PRIMARY_TRANSFORMS)
         _check_number(self.transition_penalty, "hisso.transition_penalty")
         _check_number(self.input_noise, "hisso.input_noise")
         _check_number(self.grad_clip, "hisso.grad_clip")
         if not isinstance(self.mixed_precision, bool):
-            raise ValueError(f"hisso.mixed_precision: expected true or false, got {self.mixed_precision!r}")
-        if self.amp_dtype not in AMP_DTYPES:
-            raise ValueError(f"hisso.amp_dtype: expected one of {', '.join(AMP_DTYPES)}, got {self.amp_dtype!r}")
-        if self.state_reset not in STATE_RESETS:
-            raise ValueError(f"hisso.state_reset: expected one of {', '.join(STATE_RESETS)}, got {self.state_reset!r}")
+            raise ValidationError.expected("hisso.mixed_precision", "true or false", self.mixed_precision)
+        _check_choice(self.amp_dtype, "hisso.amp_dtype", AMP_DTYPES)
+        _check_choice(self.state_reset, "hisso.state_reset", STATE_RESETS)
         if self.reward is not None and not (isinstance(self.reward, str) or callable(self.reward)):
-            raise ValueError(f"hisso.reward: expected a reward name, an import path or a callable, got {self.reward!r}")
+            raise ValidationError.expected("hisso.reward", "a reward name, an import path or a callable", self.reward)
         if self.supervised is not None and not isinstance(self.supervised, WarmStartOptions):
-            raise ValueError(f"hisso.supervised: expected a mapping of warm-start options, got {self.supervised!r}")
+            raise ValidationError.expected("hisso.supervised", "a mapping of warm-start options", self.supervised)
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any] | None) -> "HISSOOptions":
         """Build from a plain dict (a run config's ``hisso`` section); ``enabled`` is ignored here."""
+        if mapping is not None and not isinstance(mapping, Mapping):
+            raise ValidationTypeError.expected("hisso", "a mapping of HISSO options", mapping)
         data = dict(mapping or {})
         data.pop("enabled", None)
         allowed = [f.name for f in fields(cls)] + ["trans_cost"]
@@ -112,8 +117,9 @@ class HISSOOptions:
         if "trans_cost" in data:
             alias = data.pop("trans_cost")
             if "transition_penalty" in data and data["transition_penalty"] != alias:
-                raise ValueError(
-                    f"hisso.trans_cost: conflicts with hisso.transition_penalty ({alias!r} vs {data['transition_penalty']!r}); give one"
+                raise ValidationError(
+                    "hisso.trans_cost",
+                    f"conflicts with hisso.transition_penalty ({alias!r} vs {data['transition_penalty']!r}); give one",
                 )
             data["transition_penalty"] = alias
         supervised = data.get("supervised")
@@ -131,7 +137,7 @@ class HISSOOptions:
             return value
         if value is None or isinstance(value, Mapping):
             return cls.from_mapping(value)
-        raise TypeError(f"hisso_options must be a HISSOOptions or a dict, got {type(value).__name__}")
+        raise ValidationTypeError("hisso_options", f"expected a HISSOOptions or a dict, got {type(value).__name__}")
 
     def with_updates(self, **changes: Any) -> "HISSOOptions":
         return replace(self, **changes)

@@ -5,14 +5,15 @@ A reward function scores a batch of episodes in one call::
     fn(actions: Tensor (B, T, M), context: Tensor (B, T, M) or (B, T, 1), **kw) -> Tensor (B,)
 
 It must be differentiable in ``actions`` and stay on their device (no ``.item()``, no host
-sync). A :class:`RewardStrategy` pairs it with the numpy metrics used at evaluation time.
+sync). A :class:`RewardStrategy` pairs it with the numpy metrics that evaluate a whole split: a
+run reports its policy, and the baselines beside it, with the strategy's ``metrics_fn``
+(``psann.evaluation``).
 Strategies are named so a run can record and reload the reward it optimised: by registry name,
 by import path (``"package.module:function"``), never by pickling the function.
 """
 
 from __future__ import annotations
 
-import difflib
 import functools
 import inspect
 from dataclasses import dataclass, replace
@@ -21,7 +22,8 @@ from typing import Any, Callable, Union
 import torch
 
 from psann._imports import import_object
-from psann.metrics import portfolio_metrics
+from psann.errors import ValidationError, did_you_mean
+from psann.metrics import GROWTH_FLOOR, portfolio_metrics
 
 __all__ = [
     "RewardFn",
@@ -45,7 +47,8 @@ class RewardStrategy:
 
     name: str  # registry name or import path; what runs record
     reward_fn: RewardFn  # (actions (B,T,M), context (B,T,M|1), **kw) -> (B,)
-    metrics_fn: MetricsFn = portfolio_metrics  # (allocations (T,M), prices (T,M), trans_cost) -> dict
+    # (allocations (T,M), prices (T,M), trans_cost) -> dict of floats; metrics.json "portfolio"
+    metrics_fn: MetricsFn = portfolio_metrics
 
 
 def _check_episode_shapes(actions: torch.Tensor, context: torch.Tensor) -> None:
@@ -73,11 +76,10 @@ def portfolio_reward(
     context: torch.Tensor,
     *,
     transition_penalty: float = 0.0,
-    eps: float = 1e-8,
 ) -> torch.Tensor:
     """Log growth of each episode's portfolio, minus a penalty on allocation changes.
 
-    With ``r_t = c_{t+1} / c_t - 1`` and ``g_t = max(a_t . (1 + r_t), eps)``, the reward is
+    With ``r_t = c_{t+1} / c_t - 1`` and ``g_t = max(a_t . (1 + r_t), GROWTH_FLOOR)``, the reward is
     ``sum_{t=0}^{T-2} (log g_t - transition_penalty * |a_{t+1} - a_t|_1)``, one value per
     episode. Half-precision inputs are computed in float32 so autocast cannot overflow the log.
 
@@ -92,7 +94,7 @@ def portfolio_reward(
     actions = actions.to(compute_dtype)
     context = context.to(compute_dtype)
     gross_return = context[:, 1:] / context[:, :-1]  # 1 + r_t, broadcast over M when last dim is 1
-    growth = (actions[:, :-1] * gross_return).sum(dim=-1).clamp(min=eps)
+    growth = (actions[:, :-1] * gross_return).sum(dim=-1).clamp(min=GROWTH_FLOOR)
     change = (actions[:, 1:] - actions[:, :-1]).abs().sum(dim=-1)
     # No branch on the penalty's value: it may be a device tensor, and reading it would sync.
     return torch.log(growth).sum(dim=-1) - transition_penalty * change.sum(dim=-1)
@@ -144,24 +146,30 @@ def available_reward_strategies() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def _unknown_reward_message(spec: str, detail: str = "") -> str:
+def _unknown_reward(spec: str, detail: str = "") -> ValidationError:
+    """The error for a reward that is neither registered nor importable (key ``hisso.reward``)."""
     available = available_reward_strategies()
-    close = difflib.get_close_matches(spec.strip().lower(), available, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+    hint = did_you_mean(spec.strip().lower(), available)
+    suggestion = f" (did you mean {hint!r}?)" if hint else ""
     detail = f" ({detail})" if detail else ""
-    return (
-        f"hisso.reward: unknown reward {spec!r}{detail}.{hint} Allowed: a registered name "
-        f"({', '.join(available)}) or an import path such as 'package.module:function'."
+    return ValidationError(
+        "hisso.reward",
+        f"unknown reward {spec!r}{detail}{suggestion}; allowed: a registered name "
+        f"({', '.join(available)}) or an import path such as 'package.module:function'",
     )
 
 
 def get_reward_strategy(name: str) -> RewardStrategy:
-    """The registered strategy called ``name`` (case-insensitive); ValueError if unknown."""
+    """The registered strategy called ``name`` (case-insensitive).
+
+    An unknown name raises :class:`psann.errors.ValidationError` (a ValueError) with key
+    ``hisso.reward`` and the closest registered name.
+    """
     key = _normalise_name(name)
     try:
         return _REGISTRY[key]
     except KeyError:
-        raise ValueError(_unknown_reward_message(name)) from None
+        raise _unknown_reward(name) from None
 
 
 def _callable_name(fn: Callable) -> str:
@@ -177,8 +185,8 @@ def resolve_reward(spec: Union[str, RewardStrategy, RewardFn]) -> RewardStrategy
 
     ``spec`` may be a registered name (``"portfolio"``), an import path
     (``"package.module:function"`` or ``"package.module.function"``; a function is paired with
-    :func:`psann.metrics.portfolio_metrics` and named by the path as written, an imported
-    RewardStrategy is used as is), a RewardStrategy, or a callable. A callable is named
+    :func:`psann.metrics.portfolio_metrics`; an imported RewardStrategy keeps its functions; both
+    are named by the path as written), a RewardStrategy, or a callable. A callable is named
     ``"<module>.<qualname>"`` so runs can record it; a lambda is named ``"<lambda>"`` and cannot
     be persisted or reloaded by name, so prefer a module-level function.
 
@@ -194,15 +202,18 @@ def resolve_reward(spec: Union[str, RewardStrategy, RewardFn]) -> RewardStrategy
             return _REGISTRY[key]
         path = spec.strip()
         if "." not in path and ":" not in path:
-            raise ValueError(_unknown_reward_message(spec))
+            raise _unknown_reward(spec)
         try:
             obj = import_object(path)
         except ImportError as exc:
-            raise ValueError(_unknown_reward_message(spec, f"cannot import: {exc}")) from exc
+            raise _unknown_reward(spec, f"cannot import: {exc}") from exc
         if isinstance(obj, RewardStrategy):
-            return obj
+            # Named by the path, like a function: a run records this name and must resolve it
+            # again (evaluation, reloading a checkpoint); the strategy's own name may be neither
+            # registered nor importable.
+            return obj if obj.name == path else replace(obj, name=path)
         if not callable(obj):
-            raise ValueError(_unknown_reward_message(spec, f"{type(obj).__name__} is not callable"))
+            raise _unknown_reward(spec, f"{type(obj).__name__} is not callable")
         return RewardStrategy(name=path, reward_fn=obj, metrics_fn=portfolio_metrics)
     if callable(spec):
         return RewardStrategy(name=_callable_name(spec), reward_fn=spec, metrics_fn=portfolio_metrics)

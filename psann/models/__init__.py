@@ -2,7 +2,18 @@
 
 from psann.models._common import DropPath
 from psann.models.dense import PSANNNet
+from psann.models.res_conv import ResConvPSANNNet, SineConv, SineConvBlock
 from psann.models.residual import ResPSANNNet, SineResidualBlock
 from psann.models.wave_resnet import WaveBlock, WaveResNet
 
-__all__ = ["DropPath", "PSANNNet", "ResPSANNNet", "SineResidualBlock", "WaveBlock", "WaveResNet"]
+__all__ = [
+    "DropPath",
+    "PSANNNet",
+    "ResConvPSANNNet",
+    "ResPSANNNet",
+    "SineConv",
+    "SineConvBlock",
+    "SineResidualBlock",
+    "WaveBlock",
+    "WaveResNet",
+]

@@ -2,8 +2,10 @@
 
     python -m psann.scripts.hisso_log_run --config configs/hisso/dense_cpu_smoke.yaml --output-dir runs/hisso
 
-Exit codes: 0 success, 1 the run failed (metrics.json holds the traceback), 2 bad arguments, config
-or dataset (one line naming the key), 130 interrupted. The folder contract is docs/run_outputs.md.
+Exit codes (``psann.contract``, the same rule as every CLI of the project): 0 success
+(EXIT_OK), 1 the run failed (EXIT_FAILURE; metrics.json holds the traceback), 2 bad arguments,
+config or dataset (EXIT_BAD_INPUT; one line naming the key), 130 interrupted (EXIT_INTERRUPTED).
+The folder contract is docs/run_outputs.md.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
+from psann.contract import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 from psann.data import regime_market_dataset, toy_hisso_dataset
 from psann.runconfig import ConfigError
-from psann.runs import EXIT_BAD_INPUT, execute_run, load_dataset, load_run_config, prepare_run_dir
+from psann.runs import execute_run, load_dataset, load_run_config, prepare_run_dir
 
 __all__ = ["main", "build_parser", "toy_hisso_dataset", "regime_market_dataset"]
 
@@ -52,6 +55,7 @@ def _one_line(message: object) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (argparse exits 2 itself on unknown flags)."""
     args = build_parser().parse_args(argv)
     try:
         if args.run_name is not None and (
@@ -77,6 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        # Before the run folder exists: nothing to flush (execute_run handles Ctrl-C after this).
+        print("interrupted before the run started", file=sys.stderr)
+        return EXIT_INTERRUPTED
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     run_name = args.run_name or f"{args.config.stem}-{stamp}"
     run_dir = prepare_run_dir(args.output_dir, run_name)

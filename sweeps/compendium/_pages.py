@@ -13,9 +13,19 @@ from typing import Any, Iterable, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..results import TRIAL_STATUSES, load_events, load_trials
+from psann.contract import (
+    BEST_TRIAL_METRIC,
+    SUCCESS,
+    TRIAL_STATUSES,
+    UNFINISHED_STATUSES,
+    best_trial,
+)
+
+from ..results import load_events, load_trials
 
 MAX_CURVES = 300  # per stage in a learning-curve plot; the best by val_loss when there are more
+# metrics.json throughput columns: HISSO runs count episodes, supervised runs samples.
+THROUGHPUT_COLUMNS = (("throughput_eps_per_sec", "episodes/s"), ("throughput_samples_per_sec", "samples/s"))
 
 MAX_RUN_ROWS = 100  # per stage in the run table; the rest are counted, not listed
 _HEADER = re.compile(r"^<!-- compendium: (\{.*\}) -->$")
@@ -161,12 +171,24 @@ def _median(values: list[Any]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def _throughputs(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The throughput columns some of ``rows`` have a value in (column, label)."""
+    return [(c, label) for c, label in THROUGHPUT_COLUMNS if any(_finite(r.get(c)) for r in rows)]
+
+
+def _test_header(rows: list[dict[str, Any]]) -> tuple[str, bool]:
+    """Header of the test_loss column, and whether the rows need an eval-split column."""
+    splits = {r.get("eval_split") for r in rows} - {None}
+    if len(splits) == 1:
+        return f"test ({splits.pop()})", False
+    return "test", len(splits) > 1
+
+
 def _sweep_page(sweep: str, rows: list[dict[str, Any]], stages: list[str],
                 images: dict[str, str]) -> str:
-    best = min((r for r in rows if r["status"] == "SUCCESS" and _finite(r.get("val_loss"))),
-               key=lambda r: (r["val_loss"], r["stage"], r["trial_id"]), default=None)
+    best = best_trial(rows)
     header = {"sweep": sweep, "trials": len(rows), "stages": stages,
-              "best_val_loss": best["val_loss"] if best else None,
+              "best_val_loss": best[BEST_TRIAL_METRIC] if best else None,
               "best_trial": f"{best['stage']}/{best['trial_id']}" if best else None}
     lines = [f"<!-- compendium: {json.dumps(header, sort_keys=True)} -->",
              f"# Sweep `{sweep}`", "",
@@ -174,21 +196,22 @@ def _sweep_page(sweep: str, rows: list[dict[str, Any]], stages: list[str],
              f"`python -m sweeps.compendium` from the sweep's Arrow tables; "
              f"[all sweeps](index.md).", ""]
     if best:
-        lines += [f"Best finished trial by val_loss: `{best['stage']}/{best['trial_id']}` "
-                  f"(val_loss {_fmt(best['val_loss'])}).", ""]
+        lines += [f"Best finished trial by {BEST_TRIAL_METRIC}: `{best['stage']}/{best['trial_id']}` "
+                  f"({BEST_TRIAL_METRIC} {_fmt(best[BEST_TRIAL_METRIC])}).", ""]
 
     lines += ["## Stages", ""]
     stage_rows = []
     for stage in stages:
         mine = [r for r in rows if r["stage"] == stage]
         counts = [sum(r["status"] == s for r in mine) for s in TRIAL_STATUSES]
-        top = next((r for r in mine if r["status"] == "SUCCESS" and _finite(r.get("val_loss"))), None)
+        top = best_trial(mine)
         stage_rows.append([stage, len(mine), *counts, top["trial_id"] if top else None,
-                           top["val_loss"] if top else None])
-    lines += _table(["stage", "trials", "passed", "pruned", "error", "hung", "incomplete",
-                     "running", "interrupted", "best trial", "best val_loss"], stage_rows)
+                           top[BEST_TRIAL_METRIC] if top else None])
+    lines += _table(["stage", "trials", *(s.lower() for s in TRIAL_STATUSES), "best trial",
+                     f"best {BEST_TRIAL_METRIC}"], stage_rows)
 
     lines += ["", "## Devices (GPU sweep summary)", ""]
+    throughputs = _throughputs(rows)
     device_rows = []
     for stage in stages:
         mine = [r for r in rows if r["stage"] == stage]
@@ -197,26 +220,30 @@ def _sweep_page(sweep: str, rows: list[dict[str, Any]], stages: list[str],
             amps = sorted({_amp(r) for r in group})
             seconds = sum(r["duration_seconds"] for r in group if _finite(r.get("duration_seconds")))
             skipped = sum(r.get("amp_skipped_steps") or 0 for r in group)
-            vals = [r["val_loss"] for r in group if r["status"] == "SUCCESS" and _finite(r.get("val_loss"))]
-            device_rows.append([stage, device, len(group), sum(r["status"] == "SUCCESS" for r in group),
-                                ", ".join(amps), _median([r.get("throughput_eps_per_sec") for r in group]),
+            top = best_trial(group)
+            device_rows.append([stage, device, len(group), sum(r["status"] == SUCCESS for r in group),
+                                ", ".join(amps), *(_median([r.get(c) for r in group]) for c, _ in throughputs),
                                 _median([r.get("duration_seconds") for r in group]),
-                                seconds / 3600.0, skipped, min(vals) if vals else None])
-    lines += _table(["stage", "device", "trials", "passed", "AMP", "median throughput (eps/s)",
+                                seconds / 3600.0, skipped, top[BEST_TRIAL_METRIC] if top else None])
+    lines += _table(["stage", "device", "trials", "success", "AMP",
+                     *(f"median {label}" for _, label in throughputs),
                      "median duration (s)", "device hours", "AMP skipped steps",
-                     "best val_loss"], device_rows)
+                     f"best {BEST_TRIAL_METRIC}"], device_rows)
 
     lines += ["", "## Runs", ""]
     for stage in stages:
         mine = [r for r in rows if r["stage"] == stage]
         params = _varying_params(mine)
+        throughputs = _throughputs(mine)
+        test_header, split_column = _test_header(mine)
         lines += [f"### {stage}", ""]
-        header_row = ["trial", "status", "throughput (eps/s)", "best epoch", "train", "val", "test",
-                      "reward_mean", "turnover", "Sharpe", "AMP", "duration (s)",
-                      *[p[len("params_"):].replace("__", ".") for p in params]]
+        header_row = ["trial", "status", *(label for _, label in throughputs), "best epoch", "train", "val",
+                      test_header, *(["eval split"] if split_column else []), "reward_mean", "turnover",
+                      "Sharpe", "AMP", "duration (s)", *[p[len("params_"):].replace("__", ".") for p in params]]
         lines += _table(header_row, (
-            [r["trial_id"], r["status"], r.get("throughput_eps_per_sec"), r.get("best_epoch"),
-             r.get("train_loss"), r.get("val_loss"), r.get("test_loss"), r.get("reward_mean"),
+            [r["trial_id"], r["status"], *(r.get(c) for c, _ in throughputs), r.get("best_epoch"),
+             r.get("train_loss"), r.get("val_loss"), r.get("test_loss"),
+             *([r.get("eval_split")] if split_column else []), r.get("reward_mean"),
              r.get("portfolio_policy_turnover"), r.get("portfolio_policy_sharpe"), _amp(r),
              r.get("duration_seconds"), *[r.get(p) for p in params]]
             for r in mine[:MAX_RUN_ROWS]))
@@ -229,7 +256,7 @@ def _sweep_page(sweep: str, rows: list[dict[str, Any]], stages: list[str],
     if "scatter" in images:
         lines += ["## Reward vs turnover", "", f"![reward_mean vs turnover]({images['scatter']})", ""]
 
-    failed = [r for r in rows if r["status"] in ("ERROR", "HUNG", "INCOMPLETE", "INTERRUPTED")]
+    failed = [r for r in rows if r["status"] in UNFINISHED_STATUSES]
     if failed:
         lines += ["## Trials that did not finish", ""]
         lines += _table(["stage", "trial", "status", "reason (last line)"], (

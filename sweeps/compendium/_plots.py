@@ -12,9 +12,11 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from psann.contract import ERROR, HUNG, INCOMPLETE, INTERRUPTED, PRUNED, RUNNING, SUCCESS
+
 STATUS_COLORS = {
-    "SUCCESS": "#1f77b4", "PRUNED": "#ff7f0e", "ERROR": "#d62728", "HUNG": "#9467bd",
-    "INCOMPLETE": "#7f7f7f", "RUNNING": "#2ca02c", "INTERRUPTED": "#8c564b",
+    SUCCESS: "#1f77b4", PRUNED: "#ff7f0e", ERROR: "#d62728", HUNG: "#9467bd",
+    INCOMPLETE: "#7f7f7f", RUNNING: "#2ca02c", INTERRUPTED: "#8c564b",
 }
 PNG_METADATA = {"Software": "psann-sweeps compendium"}
 
@@ -49,7 +51,7 @@ def learning_curves(path: Path, stage: str, curves: list[dict[str, Any]]) -> Pat
             seen.add(status)
             ax.plot(curve["epochs"], curve["val_loss"], color=color, linewidth=1.0, alpha=0.8,
                     label=label, marker="o" if len(curve["epochs"]) == 1 else None, markersize=4)
-            if status == "PRUNED" and curve["epochs"]:
+            if status == PRUNED and curve["epochs"]:
                 ax.plot(curve["epochs"][-1:], curve["val_loss"][-1:], marker="x", color=color,
                         markersize=8, linestyle="none",
                         label="stopped by ASHA" if "asha" not in seen else None)

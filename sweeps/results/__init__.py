@@ -5,13 +5,14 @@
         --sort val_loss --top 10
     python -m sweeps.results summary runs/sweeps/hisso_wave
 
-The tables are documented in docs/results.md.
+The tables are documented in docs/results.md. Importing this package loads pyarrow, never torch,
+Ray or DuckDB (imported by the first filter, sort or SQL query).
 """
 
 from ._ingest import IngestReport, ingest_sweep
 from ._query import load_events, load_trials, query, sql, summary
 from ._schema import TRIAL_STATUSES, SchemaConflictError
-from ._where import WhereError, parse_where
+from ._where import WhereError
 
 __all__ = [
     "IngestReport",
@@ -21,7 +22,6 @@ __all__ = [
     "ingest_sweep",
     "load_events",
     "load_trials",
-    "parse_where",
     "query",
     "sql",
     "summary",

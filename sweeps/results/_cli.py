@@ -1,4 +1,9 @@
-"""`python -m sweeps.results {ingest,query,summary}`."""
+"""`python -m sweeps.results {ingest,query,summary}`.
+
+Exit codes (psann.contract): 0 success; 2 bad input (arguments, a bad filter, sort key or SQL
+statement, an unknown column or stage, a path without tables); 1 failure (the tables disagree
+with a trial folder, DuckDB is missing); 130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,9 @@ from typing import Any, Sequence
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from psann.contract import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
+from psann.errors import ValidationError
+
 from ._ingest import ingest_sweep
 from ._query import query, sql, summary
 from ._schema import SchemaConflictError
@@ -18,8 +26,8 @@ from ._schema import SchemaConflictError
 # Shown by `query --format table` when no --columns are given (the table has ~80 columns),
 # followed by up to six parameters that vary between the rows shown.
 DEFAULT_TABLE_COLUMNS = (
-    "stage", "trial_id", "status", "val_loss", "best_epoch", "train_loss", "test_loss",
-    "reward_mean", "throughput_eps_per_sec", "duration_seconds",
+    "stage", "trial_id", "status", "val_loss", "best_epoch", "train_loss", "test_loss", "eval_split",
+    "reward_mean", "throughput_eps_per_sec", "throughput_samples_per_sec", "duration_seconds",
 )
 _CELL_WIDTH = 40
 
@@ -38,15 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="sweep folder that holds tables/ (or the tables folder)")
     p.add_argument("--table", choices=("trials", "events"), default="trials")
     p.add_argument("--stage", action="append", help="only this stage (repeatable)")
-    p.add_argument("--where", help="filter, e.g. \"val_loss < 0.5 and status == 'SUCCESS'\"")
+    p.add_argument("--where", help="a DuckDB SQL condition on each row, e.g. "
+                                   "\"val_loss < 0.5 and status == 'SUCCESS'\"")
     p.add_argument("--sort", action="append", help="sort by this column (repeatable or a,b)")
     p.add_argument("--descending", "--desc", action="store_true", help="sort largest first")
     p.add_argument("--top", type=int, help="keep the first N rows (after sorting)")
     p.add_argument("--columns", action="append",
                    help="columns to print (repeatable or comma-separated); default: all "
                         "(a compact set for --format table)")
-    p.add_argument("--sql", help="a DuckDB SQL statement over `trials` and `events` "
-                                 "(needs the 'sql' extra); replaces the other query flags")
+    p.add_argument("--sql", help="one read-only DuckDB SELECT over the tables `trials` and "
+                                 "`events`; replaces the other query flags")
     _add_format(p)
 
     p = sub.add_parser("summary", help="per-stage status counts and the best trial")
@@ -79,17 +88,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             for warning in report.warnings:
                 print(f"warning: {warning}", file=sys.stderr)
-            return 0
+            return EXIT_OK
         if args.command == "summary":
             _print(summary(args.path), args.format)
-            return 0
+            return EXIT_OK
         if args.sql:
             used = [f"--{n}" for n in ("stage", "where", "sort", "top", "columns")
                     if getattr(args, n) not in (None, False)]
             if used or args.descending or args.table != "trials":
                 parser.error(f"--sql replaces the other query flags; drop {', '.join(used) or '--table/--descending'}")
             _print(sql(args.path, args.sql), args.format)
-            return 0
+            return EXIT_OK
         columns = _split(args.columns)
         table = query(
             args.path,
@@ -105,10 +114,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             shown = [c for c in DEFAULT_TABLE_COLUMNS if c in table.column_names]
             table = table.select(shown + _varying_params(table)[:6])
         _print(table, args.format)
-        return 0
-    except (FileNotFoundError, ValueError, ImportError, SchemaConflictError) as exc:
+        return EXIT_OK
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except SchemaConflictError as exc:  # the data disagrees with the tables: not the user's input
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
+    except (ValidationError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (ValueError, ImportError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 def _varying_params(table: pa.Table) -> list[str]:

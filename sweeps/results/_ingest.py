@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
+from psann.contract import INCOMPLETE
+
 from . import _schema as S
 from . import _store
 from ._trial import Stage, discover, fingerprint, read_trial
@@ -174,7 +176,7 @@ def ingest_sweep(
         _store.write_partition(fs, trials_dir, name, trials)
 
     incomplete = sum(
-        row["status"] == "INCOMPLETE" for plan in plans.values() for row in plan[2]
+        row["status"] == INCOMPLETE for plan in plans.values() for row in plan[2]
     )
     report = IngestReport(
         sweep=sweep,

@@ -1,4 +1,4 @@
-"""Read the results tables back: load, filter/sort/top-k, SQL through DuckDB, summary."""
+"""Read the results tables back: load, filter/sort/top-k and SQL through DuckDB, summary."""
 
 from __future__ import annotations
 
@@ -10,9 +10,13 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
+from psann.contract import BEST_TRIAL_METRIC, best_trial
+from psann.errors import ValidationError, did_you_mean
+
 from . import _schema as S
 from . import _store
-from ._where import WhereError, compile_where, unknown_column_message
+from ._where import (connect, first_line, import_duckdb, quote_identifier, quote_string, select_rows,
+                     unknown_column)
 
 TABLES = ("trials", "events")
 
@@ -20,7 +24,7 @@ TABLES = ("trials", "events")
 def _dataset(path: str | os.PathLike, table: str,
              filesystem: pafs.FileSystem | None = None) -> ds.Dataset | None:
     if table not in TABLES:
-        raise ValueError(f"table must be one of {TABLES}, got {table!r}")
+        raise ValidationError.expected("--table", f"one of {', '.join(TABLES)}", table)
     fs, inner = _store.resolve(path, filesystem)
     root = _store.tables_root(fs, inner)
     if root is None:
@@ -43,7 +47,10 @@ def _load(path: str | os.PathLike, table: str, stage: str | Sequence[str] | None
     known = _store.existing_stages(fs, _store.join(_store.tables_root(fs, inner), "trials"))
     unknown = [s for s in wanted if s not in known]
     if unknown:
-        raise ValueError(f"stage {unknown[0]!r} is not in the tables; stages: {', '.join(known) or '(none)'}")
+        hint = did_you_mean(unknown[0], known)
+        maybe = f" (did you mean {hint!r}?)" if hint else ""
+        raise ValidationError(
+            "--stage", f"stage {unknown[0]!r} is not in the tables{maybe}; stages: {', '.join(known) or '(none)'}")
     return _stage_second(dataset.to_table(filter=pc.field("stage").isin(wanted)))
 
 
@@ -74,12 +81,6 @@ def load_events(path: str | os.PathLike, stage: str | Sequence[str] | None = Non
     return _load(path, "events", stage, filesystem)
 
 
-def _check_columns(names: Sequence[str], schema: pa.Schema, what: str) -> None:
-    for name in names:
-        if name not in schema.names:
-            raise ValueError(unknown_column_message(name, schema.names, what))
-
-
 def query(
     path: str | os.PathLike,
     *,
@@ -94,8 +95,10 @@ def query(
 ) -> pa.Table:
     """Filter, sort and cut a results table.
 
-    `where` uses the small filter language of ``sweeps.results.parse_where``; `sort` is one
-    column or several (ties broken by the next); nulls sort last either way.
+    `where` is a DuckDB SQL condition over the table's columns (docs/results.md, "Filters"),
+    checked and run read-only; `sort` is one column or several (ties broken by the next, then
+    by table order); nulls sort last either way, NaN just before them. Bad input raises a
+    ValidationError (``WhereError`` for `where` and `sort`) whose ``key`` names the argument.
 
     Example::
 
@@ -103,27 +106,17 @@ def query(
                      sort="val_loss", top=10, columns=["trial_id", "val_loss"])
     """
     if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
-        raise ValueError(f"top must be an int >= 1, got {top!r}")
-    dataset = _dataset(path, table, filesystem)
-    schema = dataset.schema if dataset is not None else _empty(table).schema
+        raise ValidationError.expected("--top", "an int >= 1", top)
     sort_keys = [sort] if isinstance(sort, str) else list(sort or [])
     if isinstance(columns, str):
         columns = [columns]
-    _check_columns(sort_keys, schema, "in sort")
-    _check_columns(columns or [], schema, "in columns")
-    expression = compile_where(where, schema) if where else None
     data = _load(path, table, stage, filesystem)
-    if expression is not None:
-        try:
-            data = data.filter(expression)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-            raise WhereError(f"bad filter expression {where!r}: {exc}") from None
-    if sort_keys:
-        order = "descending" if descending else "ascending"
-        indices = pc.sort_indices(data, sort_keys=_sort_keys(sort_keys, order))
-        if top is not None:
-            indices = indices[:top]
-        data = data.take(indices)
+    for name in columns or []:
+        if name not in data.column_names:
+            raise unknown_column("--columns", name, data.column_names, error=ValidationError)
+    if where is not None or sort_keys:
+        data = data.take(select_rows(data, table, where=where, sort=sort_keys,
+                                     descending=descending, top=top))
     elif top is not None:
         data = data.slice(0, top)
     if columns:
@@ -131,43 +124,50 @@ def query(
     return data
 
 
-def _sort_keys(names: Sequence[str], order: str) -> list[tuple]:
-    # pyarrow >= 25 takes null placement per key; older versions only as a global option.
-    if tuple(int(p) for p in pa.__version__.split(".")[:1]) >= (25,):
-        return [(name, order, "at_end") for name in names]
-    return [(name, order) for name in names]  # at_end is the older default too
+# Statement kinds that only read: SELECT (with FROM-first, DESCRIBE, SUMMARIZE, PIVOT, WITH) and
+# EXPLAIN. The tables are read-only; anything else is refused before it runs.
+_READING_STATEMENTS = ("SELECT", "EXPLAIN")
 
 
 def sql(path: str | os.PathLike, statement: str, *,
         filesystem: pafs.FileSystem | None = None) -> pa.Table:
-    """Run a DuckDB SQL statement over the tables, exposed as `trials` and `events`.
+    """Run one read-only DuckDB SQL query over the tables, exposed as `trials` and `events`.
 
-    Needs the optional `sql` extra (``pip install 'psann-sweeps[sql]'``).
+    Only a single SELECT (or EXPLAIN) is accepted, and it runs with external access disabled:
+    it reads the tables' own Parquet files and nothing else, and writes nothing. A bad
+    statement raises a ValidationError with key ``--sql``.
 
     Example::
 
         sql(sweep, "SELECT stage, count(*) AS n FROM trials GROUP BY stage ORDER BY stage")
     """
+    duckdb = import_duckdb()
+    if not isinstance(statement, str):
+        raise TypeError(f"an SQL statement must be a str, got {type(statement).__name__}")
     try:
-        import duckdb
-    except ImportError:
-        raise ImportError(
-            "SQL queries need DuckDB, which is the optional 'sql' extra: "
-            "pip install 'psann-sweeps[sql]' (or use query(... where=..., sort=...))"
-        ) from None
-    connection = duckdb.connect()
+        kinds = [_statement_kind(s) for s in duckdb.extract_statements(statement)]
+    except duckdb.Error as exc:
+        raise ValidationError("--sql", f"SQL statement failed: {first_line(exc)}") from None
+    if len(kinds) != 1:
+        raise ValidationError("--sql", f"expected one SQL statement, got {len(kinds)}")
+    if kinds[0] not in _READING_STATEMENTS:
+        raise ValidationError(
+            "--sql", f"only a SELECT reads the tables (they are read-only), not {kinds[0]}")
+    fs, _ = _store.resolve(path, filesystem)
+    datasets = {name: _dataset(path, name, filesystem) for name in TABLES}
+    local = isinstance(fs, pafs.LocalFileSystem)
+    files = [f for d in datasets.values() if d is not None and local for f in d.files]
+    connection = connect(allowed_paths=files)
     try:
-        fs, _ = _store.resolve(path, filesystem)
-        for name in TABLES:
-            dataset = _dataset(path, name, filesystem)
+        for name, dataset in datasets.items():
             if dataset is None:
                 connection.register(name, _empty(name))
-            elif isinstance(fs, pafs.LocalFileSystem):
+            elif local:
                 # DuckDB's own Parquet reader (parallel, with pushdown) over the exact files
                 # pyarrow found, so hidden temporary partitions are never included.
-                files = ", ".join("'" + f.replace("'", "''") + "'" for f in dataset.files)
+                listed = ", ".join(quote_string(f) for f in dataset.files)
                 connection.execute(
-                    f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{files}], "
+                    f"CREATE VIEW {quote_identifier(name)} AS SELECT * FROM read_parquet([{listed}], "
                     f"hive_partitioning = true, union_by_name = true, "
                     f"hive_types = {{'stage': VARCHAR}})"
                 )
@@ -175,19 +175,23 @@ def sql(path: str | os.PathLike, statement: str, *,
                 connection.register(name, dataset)
         try:
             result = connection.sql(statement)
-        except duckdb.Error as exc:
-            raise ValueError(f"SQL statement failed: {exc}") from None
-        if result is None:
-            return pa.table({})
-        table = result.arrow()
-        # DuckDB >= 1.4 returns a RecordBatchReader here, older versions a Table.
-        return table.read_all() if isinstance(table, pa.RecordBatchReader) else table
+            table = result.arrow() if result is not None else pa.table({})
+            # DuckDB >= 1.4 returns a RecordBatchReader here (errors surface as it is read),
+            # older versions a Table.
+            return table.read_all() if isinstance(table, pa.RecordBatchReader) else table
+        except (duckdb.Error, pa.ArrowException) as exc:
+            raise ValidationError("--sql", f"SQL statement failed: {first_line(exc)}") from None
     finally:
         connection.close()
 
 
+def _statement_kind(statement: object) -> str:
+    kind = getattr(statement, "type", None)
+    return str(getattr(kind, "name", kind)).upper()
+
+
 def summary(path: str | os.PathLike, *, filesystem: pafs.FileSystem | None = None) -> pa.Table:
-    """Per-stage counts of each status and the best SUCCESS trial by val_loss.
+    """Per-stage counts of each status and the best trial by the contract's rule (``psann.contract.best_trial``).
 
     Columns: stage, trials, one count column per status (SUCCESS ... INTERRUPTED),
     best_trial_id, best_val_loss.  Stages are ordered by their first trial's start.
@@ -204,13 +208,9 @@ def summary(path: str | os.PathLike, *, filesystem: pafs.FileSystem | None = Non
         statuses = part["status"].to_pylist()
         row = {"stage": stage, "trials": part.num_rows}
         row.update({status: statuses.count(status) for status in S.TRIAL_STATUSES})
-        ok = part.filter(pc.and_(pc.equal(part["status"], "SUCCESS"), pc.is_valid(part["val_loss"])))
-        ok = ok.filter(pc.invert(pc.is_nan(ok["val_loss"])))
-        if ok.num_rows:
-            best = ok.take(pc.sort_indices(ok, [("val_loss", "ascending"), ("trial_id", "ascending")])[:1])
-            row["best_trial_id"], row["best_val_loss"] = best["trial_id"][0].as_py(), best["val_loss"][0].as_py()
-        else:
-            row["best_trial_id"], row["best_val_loss"] = None, None
+        best = best_trial(part.select(["stage", "trial_id", "status", BEST_TRIAL_METRIC]).to_pylist())
+        row["best_trial_id"] = best["trial_id"] if best else None
+        row["best_val_loss"] = best[BEST_TRIAL_METRIC] if best else None
         rows.append(row)
     schema = pa.schema(
         [("stage", S.STR), ("trials", S.I64)]

@@ -1,9 +1,10 @@
 """Column vocabulary of the results tables: names, Arrow types, and how values are flattened.
 
-The run contract (docs/run_outputs.md) fixes the types of the metrics.json keys and the
-events.csv columns; they are declared here once so that every trial, including one whose
-values are all null, gets the same column types.  Anything outside the contract (a new metric,
-a sampled parameter) gets a type inferred from its values and unified across trials.
+The run contract (``psann.contract``, docs/run_outputs.md) names the metrics.json keys, the
+events.csv columns and the trial statuses, with a kind for each value; here the kinds become Arrow
+types, so that every trial, including one whose values are all null, gets the same column types.
+Anything outside the contract (a new metric, a sampled parameter) gets a type inferred from its
+values and unified across trials.
 """
 
 from __future__ import annotations
@@ -14,46 +15,30 @@ from typing import Any, Iterable, Mapping
 
 import pyarrow as pa
 
+from psann import contract as C
+
 # Bumped whenever ingest derives different rows from the same files, so that older tables are
 # re-read instead of being kept as "unchanged".
 FORMAT_VERSION = "1"
 
-TRIAL_STATUSES = ("SUCCESS", "PRUNED", "ERROR", "HUNG", "INCOMPLETE", "RUNNING", "INTERRUPTED")
-# stage_status.json outcomes: the contract names the first four; the runner may also write
-# INCOMPLETE (a trial Tune ended with no usable status), and any status is accepted.
-RUNNER_OUTCOMES = TRIAL_STATUSES
-RUN_STATUS_TO_STATUS = {
-    "running": "RUNNING",
-    "success": "SUCCESS",
-    "error": "ERROR",
-    "interrupted": "INTERRUPTED",
-}
+# Re-exported for readers of this package (sweeps.results.TRIAL_STATUSES); defined in the contract.
+TRIAL_STATUSES = C.TRIAL_STATUSES
+# stage_status.json outcomes accepted from the runner: any trial status (the runner writes
+# C.trial_outcome's five).
+RUNNER_OUTCOMES = C.TRIAL_STATUSES
+RUN_STATUS_TO_STATUS = C.RUN_STATUS_TO_TRIAL_STATUS
 
 F64, I64, STR, BOOL = pa.float64(), pa.int64(), pa.string(), pa.bool_()
 TIMESTAMP = pa.timestamp("us", tz="UTC")
+ARROW_TYPES: dict[str, pa.DataType] = {C.FLOAT: F64, C.INT: I64, C.STR: STR, C.BOOL: BOOL, C.TIMESTAMP: TIMESTAMP}
+
+
+def _typed(fields: Iterable[tuple[str, str]]) -> tuple[tuple[str, pa.DataType], ...]:
+    return tuple((name, ARROW_TYPES[kind]) for name, kind in fields)
+
 
 # events.csv, in the contract's fixed column order.
-EVENT_CSV_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
-    ("timestamp", TIMESTAMP),
-    ("elapsed_seconds", F64),
-    ("event", STR),
-    ("phase", STR),
-    ("epoch", I64),
-    ("train_loss", F64),
-    ("val_loss", F64),
-    ("val_mse", F64),
-    ("reward_mean", F64),
-    ("reward_std", F64),
-    ("lr", F64),
-    ("episodes", I64),
-    ("episodes_per_second", F64),
-    ("samples_per_second", F64),
-    ("data_seconds", F64),
-    ("forward_seconds", F64),
-    ("backward_seconds", F64),
-    ("optimizer_seconds", F64),
-    ("message", STR),
-)
+EVENT_CSV_COLUMNS: tuple[tuple[str, pa.DataType], ...] = _typed(C.EVENT_FIELDS)
 EVENT_KEY_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("sweep", STR),
     ("stage", STR),
@@ -61,46 +46,11 @@ EVENT_KEY_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("seq", I64),  # 0-based position of the row in the trial's events.csv
 )
 
-_PORTFOLIO_METRICS = ("cum_return", "log_return", "sharpe", "max_drawdown", "turnover")
-
 # metrics.json keys (flattened with "_") and their contract types.  `status` and `error` are
 # stored as run_status and (part of) error, because the trials table has its own columns of
-# those names.
-METRIC_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
-    ("run_name", STR),
-    ("config_path", STR),
-    ("estimator", STR),
-    ("loss_kind", STR),
-    ("train_loss", F64),
-    ("val_loss", F64),
-    ("test_loss", F64),
-    ("val_mse", F64),
-    ("test_mse", F64),
-    ("test_reward_full", F64),
-    ("best_epoch", I64),
-    ("epochs_run", I64),
-    ("epochs_planned", I64),
-    ("reward", STR),
-    ("reward_mean", F64),
-    ("reward_std", F64),
-    ("episodes", I64),
-    ("transition_penalty", F64),
-    ("device", STR),
-    ("seed", I64),
-    ("duration_seconds", F64),
-    ("throughput_eps_per_sec", F64),
-    ("amp_enabled", BOOL),
-    ("amp_dtype", STR),
-    ("amp_skipped_steps", I64),
-    ("portfolio_split", STR),
-    ("portfolio_trans_cost", F64),
-    *(
-        (f"portfolio_{who}_{metric}", F64)
-        for who in ("policy", "equal_weight", "best_buy_and_hold")
-        for metric in _PORTFOLIO_METRICS
-    ),
-    ("portfolio_best_buy_and_hold_asset", I64),
-)
+# those names (METRICS_KEY_COLUMNS).
+METRIC_COLUMNS: tuple[tuple[str, pa.DataType], ...] = _typed(C.METRIC_COLUMNS)
+METRICS_KEY_COLUMNS = {"status": "run_status", "error": "error"}
 
 # Columns every trials table starts with, in order.
 TRIAL_HEAD_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
@@ -155,18 +105,6 @@ class SchemaConflictError(ValueError):
 def param_column(dotted_key: str) -> str:
     """Column name of a config parameter: ``estimator.params.lr`` -> ``params_estimator__params__lr``."""
     return "params_" + dotted_key.replace(".", "__")
-
-
-def flatten(obj: Mapping[str, Any], sep: str, prefix: str = "") -> dict[str, Any]:
-    """Flatten nested mappings, joining keys with `sep`; other values are kept as they are."""
-    out: dict[str, Any] = {}
-    for key, value in obj.items():
-        name = f"{prefix}{sep}{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and value:
-            out.update(flatten(value, sep, name))
-        else:
-            out[name] = value
-    return out
 
 
 def scalar_value(value: Any) -> Any:

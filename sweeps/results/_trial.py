@@ -23,15 +23,14 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 
+from psann.contract import ERROR, HUNG, INCOMPLETE, flatten_keys
+
 from . import _schema as S
 from . import _store
 
 logger = logging.getLogger(__name__)
 
-RUN_FILES = frozenset(
-    {"metrics.json", "events.csv", "config_resolved.yaml", "params.json", "result.json",
-     "progress.csv"}
-)
+RUN_FILES = frozenset({"metrics.json", "events.csv", "config_resolved.yaml", "params.json", "result.json", "progress.csv"})
 FINGERPRINT_FILES = ("metrics.json", "events.csv", "params.json", "config_resolved.yaml", "error.txt")
 RUNS_STAGE = "runs"
 # Tune's default trial folder: <trainable>_<5 hex>_<5 digits>_<tag>_<date>.
@@ -182,7 +181,7 @@ def read_trial(
     status, reason = _resolve_status(problem, row.get("run_status"), outcome)
     if src.folder_missing:
         reason = f"trial folder {src.dir_name!r} listed in stage_status.json is missing"
-        status = outcome if outcome in ("ERROR", "HUNG") else "INCOMPLETE"
+        status = outcome if outcome in (ERROR, HUNG) else INCOMPLETE
     row["status"] = status
     # Tune writes error.txt when the trainable raised outside the run function (or the worker
     # died); it is the only error text such a trial has.
@@ -198,7 +197,7 @@ def read_trial(
     elif details is not None:
         row["error"] = details
     else:
-        row["error"] = row["hung_last_events"] if status == "HUNG" else None
+        row["error"] = row["hung_last_events"] if status == HUNG else None
     row["ingest_notes"] = "; ".join(notes) if notes else None
 
     if events is not None:
@@ -216,16 +215,16 @@ def _resolve_status(
     unreadable metrics.json is INCOMPLETE; a missing one under an ERROR/HUNG verdict keeps the
     verdict (a run that hung or failed before its first epoch never wrote metrics.json)."""
     if metrics_problem is not None:
-        if metrics_problem == "metrics.json missing" and outcome in ("ERROR", "HUNG"):
+        if metrics_problem == "metrics.json missing" and outcome in (ERROR, HUNG):
             return outcome, f"{metrics_problem}; stage_status.json outcome {outcome}"
-        return "INCOMPLETE", metrics_problem
-    if outcome == "INCOMPLETE":
+        return INCOMPLETE, metrics_problem
+    if outcome == INCOMPLETE:
         return outcome, f"the sweep runner recorded INCOMPLETE (metrics.json status {run_status!r})"
     if outcome is not None:
         return outcome, None
     status = S.RUN_STATUS_TO_STATUS.get(run_status or "")
     if status is None:
-        return "INCOMPLETE", (
+        return INCOMPLETE, (
             f"metrics.json status {run_status!r} is not one of "
             f"{sorted(S.RUN_STATUS_TO_STATUS)}"
         )
@@ -278,9 +277,9 @@ def _apply_metrics(row: dict[str, Any], metrics: dict, notes: list[str]) -> str 
     """Copy metrics.json into row (flattened with '_'); returns its error text."""
     for name, type_ in S.METRIC_COLUMNS:
         row[name] = None
-    row["run_status"] = _str_or_none(metrics.get("status"))
+    row[S.METRICS_KEY_COLUMNS["status"]] = _str_or_none(metrics.get("status"))
     error = metrics.get("error")
-    for key, value in S.flatten({k: v for k, v in metrics.items() if k not in ("status", "error")}, "_").items():
+    for key, value in flatten_keys({k: v for k, v in metrics.items() if k not in S.METRICS_KEY_COLUMNS}).items():
         if key in S.KNOWN_TRIAL_TYPES and key in dict(S.METRIC_COLUMNS):
             row[key], note = S.coerce_known(value, S.KNOWN_TRIAL_TYPES[key])
             if note:
@@ -301,7 +300,7 @@ def _read_params(fs: pafs.FileSystem, src: TrialSource, notes: list[str]) -> dic
     if problem:
         notes.append(problem)
         return {}
-    return {S.param_column(k): S.scalar_value(v) for k, v in S.flatten(obj, ".").items()}
+    return {S.param_column(k): S.scalar_value(v) for k, v in flatten_keys(obj, ".").items()}
 
 
 def _read_yaml(fs: pafs.FileSystem, path: str) -> tuple[dict | None, str | None]:

@@ -1,370 +1,271 @@
-"""A small, safe filter language compiled to pyarrow.compute expressions (no eval).
+"""`--where` and `--sort` through DuckDB: a checked, read-only SQL predicate over one table.
 
     val_loss < 0.5 and status == 'SUCCESS'
     stage in ('smoke', 'hisso') and not (error is null)
     amp_enabled or params_hisso__window >= 32
 
-Grammar (keywords are case-insensitive; `=` is accepted for `==`):
-
-    expr       := and_expr ('or' and_expr)*
-    and_expr   := not_expr ('and' not_expr)*
-    not_expr   := 'not' not_expr | '(' expr ')' | comparison
-    comparison := operand [op operand | ['not'] 'in' '(' literal, ... ')' | 'is' ['not'] 'null']
-    operand    := column | number | 'string' | "string" | true | false
-    column     := identifier | `any name in backticks`
-
-Comparisons with a null value are null, and a filter keeps only rows where the whole expression
-is true (SQL semantics).
+A filter is a DuckDB SQL boolean expression over the columns of the table queried (docs/results.md).
+Before it runs, DuckDB's own parser turns it into a syntax tree (``json_serialize_sql``) and we
+check that tree: it must be exactly the condition of ``SELECT * FROM <table> WHERE (...)`` (no
+second statement, no clause or set operation smuggled past the closing parenthesis), hold no
+subquery, and name only columns of the table (an unknown one is reported with a did-you-mean).
+The query then runs on an in-memory connection with external access disabled and the
+configuration locked, so no expression can read or write a file. DuckDB is imported on first
+use, never at import time.
 """
 
 from __future__ import annotations
 
-import difflib
-import re
-from dataclasses import dataclass
-from typing import Any, Union
+import json
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+
+from psann.errors import ValidationError, did_you_mean
+
+if TYPE_CHECKING:
+    import duckdb
+
+# The position of each row in the table queried; the result of a filter is a list of them, so the
+# rows come back through pyarrow with their exact types.
+_ROW = "__sweeps_row__"
+_BOOLEAN_TYPES = ("BOOLEAN", "NULL")
 
 
-class WhereError(ValueError):
-    """A filter expression that does not parse or does not fit the table."""
+class WhereError(ValidationError):
+    """A --where filter or --sort key that does not parse or does not fit the table.
+
+    ``key`` is ``"--where"`` or ``"--sort"``; ``reason`` says what is wrong.
+    """
 
 
-_TOKEN = re.compile(
-    r"""
-    (?P<ws>\s+)
-  | (?P<number>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)
-  | (?P<string>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
-  | (?P<backtick>`[^`]+`)
-  | (?P<op>==|!=|<>|<=|>=|<|>|=)
-  | (?P<punct>[(),\[\]])
-  | (?P<word>[A-Za-z_][A-Za-z0-9_.]*)
-    """,
-    re.VERBOSE,
-)
-_KEYWORDS = {"and", "or", "not", "in", "is", "null", "true", "false"}
-_COMPARE = {"==": "equal", "=": "equal", "!=": "not_equal", "<>": "not_equal", "<": "less",
-            "<=": "less_equal", ">": "greater", ">=": "greater_equal"}
+def import_duckdb() -> Any:
+    """The duckdb module, or an ImportError that says which extra installs it."""
+    try:
+        import duckdb
+    except ImportError:
+        raise ImportError(
+            "filters, sorting and SQL over the results tables need DuckDB, part of the 'sweeps' "
+            "extra: pip install 'psann-sweeps[sweeps]'"
+        ) from None
+    return duckdb
 
 
-@dataclass(frozen=True)
-class Column:
-    name: str
+def connect(allowed_paths: Sequence[str] = ()) -> "duckdb.DuckDBPyConnection":
+    """An in-memory DuckDB connection that reads only `allowed_paths` and no other file.
+
+    External access is off (no file, URL, ATTACH or extension install) and the configuration is
+    locked, so a statement cannot switch it back on. Timestamps compare in UTC.
+    """
+    duckdb = import_duckdb()
+    connection = duckdb.connect(
+        config={"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    )
+    try:
+        try:
+            # An ISO string compared with a timestamp column means UTC, whatever the machine's zone.
+            connection.execute("SET TimeZone = 'UTC'")
+        except duckdb.Error:
+            pass  # a build without ICU has no time zones: timestamps are UTC already
+        if allowed_paths:
+            listed = ", ".join(quote_string(path) for path in allowed_paths)
+            connection.execute(f"SET allowed_paths = [{listed}]")
+        connection.execute("SET enable_external_access = false")
+        connection.execute("SET lock_configuration = true")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
 
 
-@dataclass(frozen=True)
-class Literal:
-    value: Any  # bool, int, float or str
+def quote_identifier(name: str) -> str:
+    """``name`` as a DuckDB identifier, whatever characters it holds."""
+    return '"' + name.replace('"', '""') + '"'
 
 
-@dataclass(frozen=True)
-class Compare:
-    op: str
-    left: Union[Column, Literal]
-    right: Union[Column, Literal]
+def quote_string(text: str) -> str:
+    """``text`` as a DuckDB string literal."""
+    return "'" + text.replace("'", "''") + "'"
 
 
-@dataclass(frozen=True)
-class InList:
-    column: Column
-    values: tuple[Any, ...]
-    negated: bool
+def unknown_column(key: str, name: str, known: Sequence[str], text: str | None = None, *,
+                   error: type[ValidationError] | None = None) -> ValidationError:
+    """The error for a column that is not in the table: a did-you-mean and the known columns."""
+    hint = did_you_mean(name, known)
+    context = f" in {text!r}" if text is not None else ""
+    reason = f"unknown column {name!r}{context}"
+    if hint:
+        reason += f" (did you mean {hint!r}?)"
+    if text is not None and f'"{name}"' in text:
+        # "..." is a column name in SQL; the old filter language also took it for a string.
+        reason += f"; write a string value in single quotes: '{name}'"
+    return (error or WhereError)(key, f"{reason}; available columns: {', '.join(known)}")
 
 
-@dataclass(frozen=True)
-class IsNull:
-    column: Column
-    negated: bool
+def check_where(connection: "duckdb.DuckDBPyConnection", text: str, table: str,
+                columns: Sequence[str]) -> str:
+    """Check that `text` is one condition over `columns` of `table`; return it for a WHERE clause.
 
-
-@dataclass(frozen=True)
-class BoolOp:
-    op: str  # "and" | "or"
-    parts: tuple["Node", ...]
-
-
-@dataclass(frozen=True)
-class Not:
-    part: "Node"
-
-
-@dataclass(frozen=True)
-class Truthy:
-    column: Column  # a bare boolean column
-
-
-Node = Union[Compare, InList, IsNull, BoolOp, Not, Truthy]
-
-
-@dataclass(frozen=True)
-class _Tok:
-    kind: str
-    text: str
-    pos: int
-
-
-def _tokenize(text: str) -> list[_Tok]:
-    tokens, pos = [], 0
-    while pos < len(text):
-        match = _TOKEN.match(text, pos)
-        if match is None:
-            raise _error(text, pos, f"unexpected character {text[pos]!r}")
-        kind = match.lastgroup or ""
-        if kind != "ws":
-            word = match.group()
-            if kind == "word" and word.lower() in _KEYWORDS:
-                kind, word = "kw", word.lower()
-            tokens.append(_Tok(kind, word, pos))
-        pos = match.end()
-    tokens.append(_Tok("end", "", len(text)))
-    return tokens
-
-
-def _error(text: str, pos: int, message: str) -> WhereError:
-    return WhereError(f"bad filter expression {text!r}: {message} at position {pos}\n"
-                      f"  {text}\n  {' ' * pos}^")
-
-
-class _Parser:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.tokens = _tokenize(text)
-        self.i = 0
-
-    def peek(self) -> _Tok:
-        return self.tokens[self.i]
-
-    def take(self) -> _Tok:
-        tok = self.tokens[self.i]
-        self.i += 1
-        return tok
-
-    def accept(self, kind: str, text: str | None = None) -> bool:
-        tok = self.peek()
-        if tok.kind == kind and (text is None or tok.text == text):
-            self.i += 1
-            return True
-        return False
-
-    def expect(self, kind: str, text: str, what: str) -> None:
-        if not self.accept(kind, text):
-            raise self.fail(f"expected {what}")
-
-    def fail(self, message: str) -> WhereError:
-        tok = self.peek()
-        found = "end of input" if tok.kind == "end" else repr(tok.text)
-        return _error(self.text, tok.pos, f"{message}, found {found}")
-
-    def parse(self) -> Node:
-        if self.peek().kind == "end":
-            raise self.fail("expected a condition")
-        node = self.or_expr()
-        if self.peek().kind != "end":
-            raise self.fail("expected 'and', 'or' or the end")
-        return node
-
-    def or_expr(self) -> Node:
-        parts = [self.and_expr()]
-        while self.accept("kw", "or"):
-            parts.append(self.and_expr())
-        return parts[0] if len(parts) == 1 else BoolOp("or", tuple(parts))
-
-    def and_expr(self) -> Node:
-        parts = [self.not_expr()]
-        while self.accept("kw", "and"):
-            parts.append(self.not_expr())
-        return parts[0] if len(parts) == 1 else BoolOp("and", tuple(parts))
-
-    def not_expr(self) -> Node:
-        if self.accept("kw", "not"):
-            return Not(self.not_expr())
-        if self.accept("punct", "("):
-            node = self.or_expr()
-            self.expect("punct", ")", "')'")
-            return node
-        return self.comparison()
-
-    def operand(self) -> Column | Literal:
-        tok = self.take()
-        if tok.kind == "word":
-            return Column(tok.text)
-        if tok.kind == "backtick":
-            return Column(tok.text[1:-1])
-        if tok.kind == "number":
-            is_int = re.fullmatch(r"[-+]?\d+", tok.text) is not None
-            return Literal(int(tok.text) if is_int else float(tok.text))
-        if tok.kind == "string":
-            return Literal(re.sub(r"\\(.)", r"\1", tok.text[1:-1]))
-        if tok.kind == "kw" and tok.text in ("true", "false"):
-            return Literal(tok.text == "true")
-        self.i -= 1
-        if tok.kind == "kw" and tok.text == "null":
-            raise self.fail("null can only be tested with 'is null' or 'is not null'")
-        raise self.fail("expected a column name or a value")
-
-    def comparison(self) -> Node:
-        left = self.operand()
-        tok = self.peek()
-        if tok.kind == "op":
-            self.take()
-            right = self.operand()
-            if isinstance(left, Literal) and isinstance(right, Literal):
-                raise _error(self.text, tok.pos, "a comparison needs at least one column")
-            return Compare(_COMPARE[tok.text], left, right)
-        if tok.kind == "kw" and tok.text in ("in", "not"):
-            negated = self.accept("kw", "not")
-            self.expect("kw", "in", "'in' after 'not'")
-            column = self._column_of(left, tok)
-            close = ")" if self.accept("punct", "(") else "]" if self.accept("punct", "[") else None
-            if close is None:
-                raise self.fail("expected '(' to start the list of values")
-            values = []
-            while True:
-                value = self.operand()
-                if not isinstance(value, Literal):
-                    raise _error(self.text, self.tokens[self.i - 1].pos, "lists hold values, not columns")
-                values.append(value.value)
-                if self.accept("punct", close):
-                    break
-                self.expect("punct", ",", f"',' or '{close}'")
-            return InList(column, tuple(values), negated)
-        if tok.kind == "kw" and tok.text == "is":
-            self.take()
-            negated = self.accept("kw", "not")
-            self.expect("kw", "null", "'null' after 'is'")
-            return IsNull(self._column_of(left, tok), negated)
-        if isinstance(left, Column):
-            return Truthy(left)
-        raise self.fail("expected a comparison operator")
-
-    def _column_of(self, operand: Column | Literal, tok: _Tok) -> Column:
-        if not isinstance(operand, Column):
-            raise _error(self.text, tok.pos, f"'{tok.text}' needs a column on its left")
-        return operand
-
-
-def parse_where(text: str) -> Node:
-    """Parse a filter expression into a syntax tree (raises WhereError)."""
+    Raises WhereError (key ``--where``) for a syntax error, anything that is not a single
+    condition, a subquery, or an unknown column. Types are checked when the condition runs.
+    """
     if not isinstance(text, str):
         raise TypeError(f"a filter expression must be a str, got {type(text).__name__}")
-    return _Parser(text).parse()
-
-
-def columns_of(node: Node) -> set[str]:
-    """Column names a syntax tree refers to."""
-    if isinstance(node, Compare):
-        return {o.name for o in (node.left, node.right) if isinstance(o, Column)}
-    if isinstance(node, (InList, IsNull, Truthy)):
-        return {node.column.name}
-    if isinstance(node, BoolOp):
-        return set().union(*(columns_of(p) for p in node.parts))
-    return columns_of(node.part)
-
-
-def compile_where(text: str, schema: pa.Schema) -> pc.Expression:
-    """Parse `text` and build a pyarrow.compute expression checked against `schema`."""
-    node = parse_where(text)
-    known = schema.names
-    for name in sorted(columns_of(node)):
-        if name not in known:
-            raise WhereError(unknown_column_message(name, known, f"in filter {text!r}"))
-    return _build(node, schema, text)
-
-
-def unknown_column_message(name: str, known: list[str], context: str = "") -> str:
-    hint = difflib.get_close_matches(name, known, n=3)
-    maybe = f" Did you mean {', '.join(map(repr, hint))}?" if hint else ""
-    where = f" {context}" if context else ""
-    return f"unknown column {name!r}{where}.{maybe} Known columns: {', '.join(known)}"
-
-
-def _kind(type_: pa.DataType) -> str:
-    if pa.types.is_boolean(type_):
-        return "bool"
-    if pa.types.is_integer(type_) or pa.types.is_floating(type_):
-        return "number"
-    if pa.types.is_string(type_) or pa.types.is_large_string(type_) or pa.types.is_dictionary(type_):
-        return "string"
-    if pa.types.is_timestamp(type_):
-        return "timestamp"
-    if pa.types.is_null(type_):
-        return "null"
-    return str(type_)
-
-
-def _literal_kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    return "number" if isinstance(value, (int, float)) else "string"
-
-
-def _literal(value: Any, column: str, schema: pa.Schema, text: str) -> pa.Scalar:
-    type_ = schema.field(column).type
-    kind, lit = _kind(type_), _literal_kind(value)
-    if kind == "null":
-        return pa.scalar(None, type_)
-    if kind == "timestamp" and lit == "string":
-        try:
-            return pa.scalar(value).cast(pa.timestamp("us")).cast(type_)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            try:
-                return pa.scalar(value).cast(type_)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                raise WhereError(
-                    f"bad filter expression {text!r}: {value!r} is not a timestamp "
-                    f"(column {column!r} is {type_}; write e.g. '2026-11-23 18:00:00')"
-                ) from None
-    if kind != lit:
+    if not text.strip():
+        raise WhereError("--where", "the filter is empty; write a condition such as \"val_loss < 0.5\"")
+    prefix = f"SELECT * FROM {quote_identifier(table)} WHERE ("
+    # The newline ends a trailing `-- comment` before the closing parenthesis.
+    parsed = _serialize(connection, f"{prefix}{text}\n)")
+    if parsed.get("error") and parsed.get("error_type") == "parser":
+        raise _syntax_error(text, parsed, len(prefix.encode()))
+    template = _serialize(connection, f"{prefix}true\n)")
+    statements = parsed.get("statements") or []
+    if statements and any(n.get("class") == "PARAMETER" for n in _nodes(statements[0]["node"].get("where_clause"))):
+        raise WhereError("--where", f"{text!r} holds a parameter ($1, ?); write the value itself")
+    # Anything else that parses but is not a SELECT (a second statement such as COPY) is an error
+    # of the serializer; a statement that differs from the template outside its WHERE clause has
+    # had its condition's parentheses closed early.
+    if (parsed.get("error") or len(statements) != 1
+            or _without_where(statements[0]) != _without_where(template["statements"][0])):
         raise WhereError(
-            f"bad filter expression {text!r}: column {column!r} holds {kind} values "
-            f"({type_}) and cannot be compared with the {lit} {value!r}"
+            "--where",
+            f"{text!r} is not a single condition over the {table} table (it closes the "
+            f"condition's parentheses to add a clause or another statement); use --sql for "
+            f"whole queries",
         )
-    return pa.scalar(value, type_ if kind != "number" else None)
+    where = statements[0]["node"]["where_clause"]
+    if any(node.get("class") == "SUBQUERY" for node in _nodes(where)):
+        raise WhereError(
+            "--where",
+            f"{text!r} holds a subquery; a filter is a condition on each row of {table}. "
+            f"Use --sql for queries that read other rows or tables",
+        )
+    known = {name.lower(): name for name in columns}  # DuckDB matches names case-insensitively
+    for name in _column_refs(where):
+        if name.lower() not in known:
+            raise unknown_column("--where", name, list(columns), text)
+    return text
 
 
-def _build(node: Node, schema: pa.Schema, text: str) -> pc.Expression:
-    if isinstance(node, Compare):
-        left, right = node.left, node.right
-        if isinstance(left, Column) and isinstance(right, Column):
-            kinds = {_kind(schema.field(left.name).type), _kind(schema.field(right.name).type)}
-            if len(kinds - {"null"}) > 1:
-                raise WhereError(
-                    f"bad filter expression {text!r}: columns {left.name!r} and {right.name!r} "
-                    f"hold different kinds of values ({' and '.join(sorted(kinds))})"
-                )
-            a, b = pc.field(left.name), pc.field(right.name)
-        elif isinstance(left, Column):
-            a, b = pc.field(left.name), pc.scalar(_literal(right.value, left.name, schema, text))
-        else:
-            a = pc.scalar(_literal(left.value, right.name, schema, text))
-            b = pc.field(right.name)
-        return getattr(pc, node.op)(a, b)
-    if isinstance(node, InList):
-        # An OR of equalities rather than is_in, so that a null value gives null (SQL's
-        # `NULL IN (...)`) and `not in` drops it too; is_in would call it false.
-        field = pc.field(node.column.name)
-        expr = None
-        for value in node.values:
-            part = field == pc.scalar(_literal(value, node.column.name, schema, text))
-            expr = part if expr is None else (expr | part)
-        return ~expr if node.negated else expr
-    if isinstance(node, IsNull):
-        field = pc.field(node.column.name)
-        return field.is_valid() if node.negated else field.is_null()
-    if isinstance(node, Truthy):
-        kind = _kind(schema.field(node.column.name).type)
-        if kind not in ("bool", "null"):
-            raise WhereError(
-                f"bad filter expression {text!r}: column {node.column.name!r} holds {kind} values; "
-                f"compare it with something (e.g. {node.column.name} == ...)"
-            )
-        return pc.field(node.column.name) == pc.scalar(True)
-    if isinstance(node, Not):
-        return ~_build(node.part, schema, text)
-    parts = [_build(p, schema, text) for p in node.parts]
-    expr = parts[0]
-    for part in parts[1:]:
-        expr = (expr & part) if node.op == "and" else (expr | part)
-    return expr
+def order_by(sort: Sequence[str], schema: pa.Schema, descending: bool) -> list[str]:
+    """ORDER BY terms for sort columns: nulls last either way, NaN just before them (as pyarrow)."""
+    direction = "DESC" if descending else "ASC"
+    terms = []
+    for name in sort:
+        if not isinstance(name, str) or name not in schema.names:
+            raise unknown_column("--sort", str(name), schema.names)
+        column = quote_identifier(name)
+        if pa.types.is_floating(schema.field(name).type):
+            terms.append(f"isnan({column}) ASC NULLS LAST")
+        terms.append(f"{column} {direction} NULLS LAST")
+    return terms
+
+
+def select_rows(data: pa.Table, table: str, *, where: str | None = None,
+                sort: Sequence[str] = (), descending: bool = False,
+                top: int | None = None) -> pa.Array:
+    """Indices of the rows of `data` that `where` keeps, in `sort` order (ties: table order).
+
+    Example::
+
+        data.take(select_rows(data, "trials", where="status == 'SUCCESS'", sort=["val_loss"], top=5))
+    """
+    terms = order_by(sort, data.schema, descending) + [quote_identifier(_ROW)]
+    duckdb = import_duckdb()
+    connection = connect()
+    try:
+        name = quote_identifier(table)
+        connection.register(table, data.append_column(_ROW, pa.array(np.arange(data.num_rows, dtype=np.int64))))
+        condition = "true"
+        if where is not None:
+            condition = check_where(connection, where, table, data.column_names)
+            _check_boolean(connection, condition, name)
+        limit = f" LIMIT {int(top)}" if top is not None else ""
+        statement = (f"SELECT {quote_identifier(_ROW)} FROM {name} WHERE ({condition}\n) "
+                     f"ORDER BY {', '.join(terms)}{limit}")
+        try:
+            rows = connection.execute(statement).fetchnumpy()[_ROW]
+        except duckdb.Error as exc:
+            key, what = ("--where", where) if where is not None else ("--sort", ", ".join(sort))
+            raise WhereError(key, f"cannot evaluate {what!r}: {first_line(exc)}") from None
+        return pa.array(rows, pa.int64())
+    finally:
+        connection.close()
+
+
+def _check_boolean(connection: "duckdb.DuckDBPyConnection", condition: str, name: str) -> None:
+    duckdb = import_duckdb()
+    try:
+        relation = connection.sql(f"SELECT ({condition}\n) FROM {name}")
+    except duckdb.Error as exc:  # a type mismatch, an unknown function, an aggregate...
+        raise WhereError("--where", f"cannot evaluate {condition!r}: {first_line(exc)}") from None
+    kind = str(relation.types[0])
+    if kind not in _BOOLEAN_TYPES:
+        raise WhereError(
+            "--where",
+            f"{condition!r} gives {kind} values, not true/false; compare it with something "
+            f"(e.g. {condition} > 0)",
+        )
+
+
+def _serialize(connection: "duckdb.DuckDBPyConnection", statement: str) -> dict[str, Any]:
+    """DuckDB's syntax tree of `statement` as JSON ({"error": true, ...} when it does not parse)."""
+    duckdb = import_duckdb()
+    try:
+        rows = connection.execute("SELECT json_serialize_sql(?)", [statement]).fetchall()
+    except duckdb.Error as exc:  # statements the serializer cannot express
+        return {"error": True, "error_type": "serializer", "error_message": first_line(exc)}
+    return json.loads(rows[0][0])
+
+
+def _without_where(statement: dict[str, Any]) -> dict[str, Any]:
+    node = {key: value for key, value in statement.get("node", {}).items() if key != "where_clause"}
+    return {**statement, "node": node}
+
+
+def _nodes(tree: Any) -> Iterator[dict[str, Any]]:
+    """Every expression node of a serialized syntax tree, depth first."""
+    if isinstance(tree, dict):
+        yield tree
+        for value in tree.values():
+            yield from _nodes(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from _nodes(value)
+
+
+def _column_refs(tree: Any) -> Iterator[str]:
+    if isinstance(tree, dict):
+        if tree.get("class") == "LAMBDA":
+            return  # `lambda x: ...` binds its own names; DuckDB's binder checks the body
+        if tree.get("class") == "COLUMN_REF" and tree.get("column_names"):
+            yield str(tree["column_names"][-1])
+        for value in tree.values():
+            yield from _column_refs(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from _column_refs(value)
+
+
+def _syntax_error(text: str, parsed: dict[str, Any], prefix_bytes: int) -> WhereError:
+    message = str(parsed.get("error_message") or "does not parse").splitlines()[0]
+    reason = f"syntax error in {text!r}: {message}"
+    try:
+        offset = int(parsed.get("position")) - prefix_bytes
+    except (TypeError, ValueError):
+        return WhereError("--where", reason)
+    encoded = text.encode()
+    if offset >= len(encoded.rstrip()):
+        # DuckDB points at the parenthesis that closes our WHERE (...): the text stopped early.
+        return WhereError("--where", f"syntax error in {text!r}: the condition ends too early")
+    if offset >= 0:
+        column = len(encoded[:offset].decode(errors="ignore"))
+        reason += f"\n  {text}\n  {' ' * column}^"
+    return WhereError("--where", reason)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (DuckDB adds the statement and a caret below it)."""
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -11,6 +13,7 @@ from psann.data import (
     toy_hisso_dataset,
     validate_dataset,
 )
+from psann.errors import ValidationError, ValidationTypeError
 from psann.metrics import equal_weight_allocations, portfolio_metrics
 
 
@@ -45,36 +48,68 @@ def test_validate_dataset_returns_new_float32_2d_arrays():
     assert data["X_train"][0, 0] != 1e6
 
 
+def _error(build, *args, **kwargs) -> ValidationError:
+    with pytest.raises(ValidationError) as info:
+        build(*args, **kwargs)
+    assert str(info.value) == f"{info.value.key}: {info.value.reason}"
+    return info.value
+
+
 def test_unknown_key_is_named_with_a_suggestion():
     data = _small_dataset()
     data["X_tran"] = data.pop("X_train")
-    with pytest.raises(ValueError, match=r"'X_tran'.*Did you mean 'X_train'\?.*Allowed keys"):
-        validate_dataset(data)
+    error = _error(validate_dataset, data)
+    assert error.key == "X_tran"
+    assert error.reason.startswith("unknown key (did you mean 'X_train'?); allowed: X_train, y_train")
 
 
 def test_x_train_is_required():
-    with pytest.raises(ValueError, match="X_train"):
-        validate_dataset({"X_test": np.ones((3, 2))})
+    error = _error(validate_dataset, {"X_test": np.ones((3, 2))})
+    assert error.key == "X_train"
+    assert error.reason == "missing required key; got keys X_test"
 
 
 @pytest.mark.parametrize(
-    ("key", "value", "match"),
+    ("key", "value", "error_key", "match"),
     [
-        ("X_train", np.ones(20), r"X_train must be 2-D.*\(20,\)"),
-        ("X_val", np.ones((5, 4)), r"every X_\* split.*X_train \(20, 3\), X_val \(5, 4\)"),
-        ("y_val", np.ones((5, 2)), r"every y_\* split.*y_train \(20, 1\), y_val \(5, 2\)"),
-        ("y_train", np.ones(19), r"y_train \(19, 1\) and X_train \(20, 3\)"),
-        ("prices_val", np.ones((4, 2)), r"prices_val \(4, 2\) and X_val \(5, 3\)"),
-        ("context_test", np.ones((5, 1)), r"context_test is given but X_test is missing"),
-        ("y_train", np.ones((20, 1, 1)), r"y_train must be 1-D .* or 2-D"),
-        ("X_val", np.array(["a", "b"]), "X_val must be a real numeric array"),
+        ("X_train", np.ones(20), "X_train", r"expected \(T, F\), \(T, C, L\) or \(T, C, H, W\), got shape \(20,\)"),
+        ("X_train", np.ones((20, 1, 1, 1, 1)), "X_train", r"expected \(T, F\), \(T, C, L\) or \(T, C, H, W\), got shape \(20, 1, 1, 1, 1\)"),
+        ("X_val", np.ones((5, 4)), "X_val", r"every X_\* split, got X_train \(20, 3\), X_val \(5, 4\)"),
+        ("X_val", np.ones((5, 3, 2)), "X_val", r"same sample shape in every X_\* split, got X_train \(20, 3\), X_val \(5, 3, 2\)"),
+        ("y_val", np.ones((5, 2)), "y_val", r"every y_\* split, got y_train \(20, 1\), y_val \(5, 2\)"),
+        ("cond_val", np.ones((4, 2)), "cond_val", r"cond_val \(4, 2\) and X_val \(5, 3\)"),
+        ("y_train", np.ones(19), "y_train", r"as many rows as X_train, got y_train \(19, 1\) and X_train \(20, 3\)"),
+        ("prices_val", np.ones((4, 2)), "prices_val", r"prices_val \(4, 2\) and X_val \(5, 3\)"),
+        ("context_test", np.ones((5, 1)), "X_test", r"missing, but context_test is given"),
+        ("prices_train", np.ones((20, 1, 1)), "prices_train", r"expected a 1-D \(T,\) or 2-D \(T, K\) array"),
+        ("y_val", np.ones((0, 1)), "y_val", r"expected a non-empty array, got shape \(0, 1\)"),
     ],
 )
-def test_validation_errors_name_the_key(key, value, match):
+def test_validation_errors_are_keyed_by_the_array_at_fault(key, value, error_key, match):
     data = _small_dataset()
     data[key] = value
-    with pytest.raises((ValueError, TypeError), match=match):
-        validate_dataset(data, source="unit")
+    error = _error(validate_dataset, data, source="unit")
+    assert error.key == error_key
+    assert re.search(match, error.reason)
+    assert error.reason.endswith("(in unit)")  # the source is named in the text, not in the key
+
+
+def test_a_non_numeric_array_is_a_type_error_keyed_by_the_array():
+    data = _small_dataset()
+    data["X_val"] = np.array(["a", "b"])
+    with pytest.raises(TypeError) as info:
+        validate_dataset(data)
+    assert isinstance(info.value, ValidationTypeError)
+    assert (info.value.key, info.value.reason) == ("X_val", "expected a real numeric array, got dtype <U1")
+
+
+def test_a_dataset_that_is_not_a_mapping_is_keyed_by_its_source():
+    with pytest.raises(ValidationTypeError) as info:
+        validate_dataset([np.ones((3, 2))], source="my_loader")
+    assert info.value.key == "my_loader"
+    with pytest.raises(ValidationTypeError) as info:
+        validate_dataset([np.ones((3, 2))])
+    assert info.value.key == "dataset"
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -82,15 +117,16 @@ def test_non_finite_values_name_the_key_and_first_index(bad):
     data = _small_dataset()
     data["X_val"][3, 1] = bad
     data["X_val"][4, 2] = bad
-    with pytest.raises(ValueError, match=r"X_val must be finite.*\(3, 1\)"):
-        validate_dataset(data)
+    error = _error(validate_dataset, data)
+    assert error.key == "X_val"
+    assert re.fullmatch(r"expected finite values, got -?(nan|inf) at index \(3, 1\)", error.reason)
 
 
 def test_non_positive_prices_name_the_key_and_index():
     data = _small_dataset()
     data["prices_train"][7, 1] = 0.0
-    with pytest.raises(ValueError, match=r"prices_train must be > 0.*\(7, 1\)"):
-        validate_dataset(data)
+    error = _error(validate_dataset, data)
+    assert (error.key, error.reason) == ("prices_train", "expected prices > 0, got 0.0 at index (7, 1)")
 
 
 def test_npz_round_trip(tmp_path):
@@ -108,8 +144,17 @@ def test_npz_errors_name_the_path(tmp_path):
         load_npz(tmp_path / "missing.npz")
     path = tmp_path / "bad.npz"
     np.savez(path, X_train=np.ones((3, 2)), y_trian=np.ones(3))
-    with pytest.raises(ValueError, match=r"bad\.npz.*'y_trian'"):
-        load_npz(path)
+    error = _error(load_npz, path)
+    assert error.key == "y_trian"
+    assert "did you mean 'y_train'" in error.reason and error.reason.endswith(f"(in {path})")
+
+
+def test_npz_that_needs_pickle_is_refused_keyed_by_its_path(tmp_path):
+    path = tmp_path / "objects.npz"
+    np.savez(path, X_train=np.array([{"a": 1}], dtype=object))
+    error = _error(load_npz, path)
+    assert error.key == str(path)
+    assert "without pickle" in error.reason
 
 
 @pytest.mark.parametrize("separator", [".", ":"])
@@ -119,15 +164,63 @@ def test_load_loader_calls_the_function_with_kwargs(separator):
     assert data["y_train"].shape == (4, 1)
 
 
-@pytest.mark.parametrize("path", ["no_such_module.loader", f"{__name__}.missing", "justaname"])
-def test_load_loader_bad_path_names_the_setting(path):
-    with pytest.raises(ValueError, match=r"data\.loader"):
-        load_loader(path, {})
+@pytest.mark.parametrize(
+    "path, reason",
+    [
+        ("no_such_module.loader", "cannot import 'no_such_module.loader'"),
+        (f"{__name__}.missing", "cannot import"),
+        ("justaname", "expected an import path such as 'package.module.function', got 'justaname'"),
+        (f"{__name__}.DATASET_KEYS", "is a tuple, not a callable"),
+    ],
+)
+def test_load_loader_bad_path_is_keyed_data_loader(path, reason):
+    error = _error(load_loader, path, {})
+    assert error.key == "data.loader"
+    assert reason in error.reason
+
+
+def test_load_loader_wrong_argument_types_are_type_errors_keyed_by_the_setting():
+    with pytest.raises(ValidationTypeError) as info:
+        load_loader(5, {})
+    assert info.value.key == "data.loader" and isinstance(info.value, TypeError)
+    with pytest.raises(ValidationTypeError) as info:
+        load_loader(f"{__name__}.custom_loader", [1])
+    assert info.value.key == "data.kwargs"
 
 
 def test_load_loader_requires_a_mapping_result():
-    with pytest.raises(TypeError, match=r"data\.loader.*mapping"):
+    with pytest.raises(ValidationTypeError) as info:
         load_loader(f"{__name__}.not_a_mapping_loader", {})
+    assert info.value.key == "data.loader"
+    assert "returned a list, expected a mapping of arrays" in info.value.reason
+
+
+def test_load_loader_errors_in_its_arrays_name_the_loader():
+    error = _error(load_loader, f"{__name__}.custom_loader", {"steps": 0})
+    assert error.key == "X_train"
+    assert error.reason.endswith(f"(in data.loader {__name__}.custom_loader)")
+
+
+@pytest.mark.parametrize(
+    "make, kwargs, key",
+    [
+        (toy_hisso_dataset, {"steps": 3}, "steps"),
+        (toy_hisso_dataset, {"steps": 5.0}, "steps"),
+        (toy_hisso_dataset, {"features": 0}, "features"),
+        (toy_hisso_dataset, {"train_fraction": 1.0}, "train_fraction"),
+        (toy_hisso_dataset, {"train_fraction": "half"}, "train_fraction"),
+        (toy_hisso_dataset, {"val_fraction": 0.5}, "val_fraction"),
+        (toy_hisso_dataset, {"steps": 8}, "steps"),  # 4/1/3 rows: a split under 2 rows
+        (regime_market_dataset, {"assets": 4, "features": 3}, "features"),
+        (regime_market_dataset, {"signal_strength": -1.0}, "signal_strength"),
+        (regime_market_dataset, {"signal_strength": float("nan")}, "signal_strength"),
+    ],
+)
+def test_builtin_generators_key_their_errors_by_argument(make, kwargs, key):
+    error = _error(make, **kwargs)
+    assert error.key == key
+    # A run config places them under its data.kwargs.
+    assert error.under("data.kwargs").key == f"data.kwargs.{key}"
 
 
 def test_toy_dataset_is_deterministic_and_shaped():
@@ -196,8 +289,8 @@ def test_regime_market_has_deep_drawdowns_and_losing_stretches():
 
 
 def test_regime_market_rejects_too_few_features():
-    with pytest.raises(ValueError, match="features"):
-        regime_market_dataset(assets=4, features=3)
+    error = _error(regime_market_dataset, assets=4, features=3)
+    assert (error.key, error.reason) == ("features", "expected an int >= 4, got 3")
 
 
 @st.composite
@@ -217,5 +310,43 @@ def test_validate_dataset_accepts_consistent_data_and_names_any_unknown_key(data
     validated = validate_dataset(data)
     assert all(v.ndim == 2 and v.shape[0] == data["X_train"].shape[0] for v in validated.values())
     if extra_key not in DATASET_KEYS:
-        with pytest.raises(ValueError, match="unknown dataset key"):
+        with pytest.raises(ValidationError) as info:
             validate_dataset({**data, extra_key: np.ones(3)})
+        assert info.value.key == extra_key
+        assert info.value.reason.startswith("unknown key")
+
+
+def test_windowed_samples_and_conditioning_are_accepted():
+    data = _small_dataset()
+    rng = np.random.default_rng(0)
+    data.update(
+        X_train=rng.normal(size=(20, 4, 8)), X_val=rng.normal(size=(5, 4, 8)),
+        cond_train=rng.normal(size=20), cond_val=rng.normal(size=(5, 1)),
+    )
+    for key in [k for k in data if k.endswith("_test")]:
+        del data[key]
+    result = validate_dataset(data)
+    assert result["X_train"].shape == (20, 4, 8) and result["cond_train"].shape == (20, 1)
+
+
+def test_sequence_market_windows_end_at_their_step_and_share_the_regime_market_prices():
+    from psann.data import regime_market_dataset, sequence_market_dataset
+
+    flat = regime_market_dataset(steps=300, assets=3, features=5, seed=2)
+    windows = sequence_market_dataset(steps=300, assets=3, features=5, lookback=16, seed=2)
+    X_flat = np.concatenate([flat[f"X_{s}"] for s in ("train", "val", "test")])
+    X_win = np.concatenate([windows[f"X_{s}"] for s in ("train", "val", "test")])
+    prices = np.concatenate([windows[f"prices_{s}"] for s in ("train", "val", "test")])
+    flat_prices = np.concatenate([flat[f"prices_{s}"] for s in ("train", "val", "test")])
+    assert X_win.shape == (300 - 15, 5, 16)
+    for n in (0, 100, 284):  # row n is the window of steps n .. n + 15, oldest first
+        np.testing.assert_array_equal(X_win[n], X_flat[n : n + 16].T)
+    np.testing.assert_array_equal(prices, flat_prices[15:])
+
+
+def test_sequence_market_refuses_a_lookback_that_leaves_no_rows():
+    from psann.data import sequence_market_dataset
+
+    with pytest.raises(ValidationError) as info:
+        sequence_market_dataset(steps=40, lookback=38)
+    assert info.value.key == "lookback"

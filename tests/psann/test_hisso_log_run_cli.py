@@ -25,19 +25,20 @@ from psann.hisso import hisso_evaluate_reward, hisso_infer_series
 from psann.hisso.options import HISSOOptions, WarmStartOptions
 from psann.metrics import portfolio_metrics
 from psann.runconfig import ConfigError, _SECTION_KEYS, parse_run_config
-from psann.runlog import EVENT_COLUMNS
+from psann.contract import (
+    EVENT_COLUMNS,
+    EXIT_BAD_INPUT,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    METRICS_KEYS,
+)
 from psann.scripts.hisso_log_run import build_parser, main
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE_CONFIGS = ("dense_cpu_smoke", "wave_resnet_cpu_smoke")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
-# DESIGN.md section 4 plus docs/run_outputs.md: every metrics.json key a reader may rely on.
-METRICS_KEYS = {
-    "status", "run_name", "estimator", "loss_kind", "train_loss", "val_loss", "test_loss", "val_mse", "test_mse",
-    "best_epoch", "epochs_run", "epochs_planned", "reward", "reward_mean", "reward_std", "episodes",
-    "transition_penalty", "device", "seed", "duration_seconds", "throughput_eps_per_sec", "amp", "portfolio", "error",
-}
 PORTFOLIO_METRICS = {"cum_return", "log_return", "sharpe", "max_drawdown", "turnover"}
 
 
@@ -100,8 +101,10 @@ def test_each_cpu_config_exits_0_and_writes_every_file_with_the_contract_fields(
     assert not list((run_dir / "checkpoints").glob("epoch_*"))  # only with --keep-checkpoints
 
     metrics = _metrics(run)
-    assert METRICS_KEYS <= set(metrics)
+    assert set(metrics) == set(METRICS_KEYS)  # the run contract (psann.contract), null when not applicable
     assert metrics["status"] == "success" and metrics["error"] is None
+    assert metrics["eval_split"] == "test" and metrics["portfolio"]["split"] == "test"
+    assert metrics["throughput_samples_per_sec"] is None  # a HISSO run counts episodes, not samples
     assert metrics["loss_kind"] == "neg_reward" and metrics["reward"] == "portfolio"
     assert metrics["device"] == "cpu" and metrics["seed"] == 42
     assert metrics["run_name"] == run_dir.name
@@ -278,17 +281,17 @@ BAD_INPUT = [
     ("unknown_training_key", _with(GOOD, "training.verbos", 1), _market, [], "training.verbos", "did you mean 'verbose'"),
     ("unknown_evaluation_key", _with(GOOD, "evaluation.trans_cots", 0.1), _market, [], "evaluation.trans_cots",
      "did you mean 'trans_cost'"),
-    ("window_wrong_type", _with(GOOD, "hisso.window", "abc"), _market, [], "hisso.window", "expected int >= 2, got 'abc'"),
+    ("window_wrong_type", _with(GOOD, "hisso.window", "abc"), _market, [], "hisso.window", "expected an int >= 2, got 'abc'"),
     ("missing_target", _with(GOOD, "estimator.target", ...), _market, [], "estimator.target", "missing required"),
     ("missing_data", _with(GOOD, "data", ...), _market, [], "data", "missing required"),
     ("target_not_an_estimator", _with(GOOD, "estimator.target", "psann.PSANNNet"), _market, [], "estimator.target",
      "psann estimator"),
     ("unknown_reward", _with(GOOD, "hisso.reward", "sharpe_ratio"), _market, [], "hisso.reward", "unknown reward"),
     ("npz_missing", _with(GOOD, "data.npz", "nowhere/market.npz"), _market, [], "data.npz", "not found"),
-    ("npz_with_nan", GOOD, _nan_market, [], "data.npz", "X_val must be finite"),
-    ("x_y_length_mismatch", GOOD, _short_y_market, [], "data.npz", "y_val must have as many rows as X_val"),
-    ("feature_count_mismatch", GOOD, _wrong_width_market, [], "data.npz", "same number of columns"),
-    ("non_positive_prices", GOOD, _negative_price_market, [], "data.npz", "prices_test must be > 0"),
+    ("npz_with_nan", GOOD, _nan_market, [], "data.npz", "X_val: expected finite values, got nan"),
+    ("x_y_length_mismatch", GOOD, _short_y_market, [], "data.npz", "y_val: expected as many rows as X_val"),
+    ("feature_count_mismatch", GOOD, _wrong_width_market, [], "data.npz", "expected the same sample shape in every X_* split"),
+    ("non_positive_prices", GOOD, _negative_price_market, [], "data.npz", "prices_test: expected prices > 0, got -1.0"),
     ("y_key_missing_from_dataset", _with(GOOD, "hisso.supervised", {"y_key": "y_train", "epochs": 1}), _no_y_train_market,
      [], "hisso.supervised.y_key", "'y_train' is not in the dataset"),
     ("y_key_not_aligned_with_x_train", _with(GOOD, "hisso.supervised", {"y_key": "y_val", "epochs": 1}), _market, [],
@@ -342,7 +345,7 @@ def test_cli_subprocess_refuses_nan_dataset_with_exit_2_before_creating_a_run_fo
     result = cli("--config", config, "--output-dir", tmp_path / "runs")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
-    assert result.stderr.startswith("error: data.npz: ") and "X_val must be finite" in result.stderr
+    assert result.stderr.startswith("error: data.npz: ") and "X_val: expected finite values" in result.stderr
     assert not (tmp_path / "runs").exists()
 
 
@@ -423,6 +426,19 @@ def test_sigint_to_the_cli_process_writes_status_interrupted_and_exits_130(tmp_p
     assert stdout.strip().splitlines()[-1] == f"interrupted: {tmp_path / 'runs' / 'r'}"
 
 
+def test_ctrl_c_before_the_run_starts_exits_130_without_a_run_folder(tmp_path, monkeypatch, capsys):
+    import psann.scripts.hisso_log_run as cli_module
+
+    def interrupted(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_module, "load_run_config", interrupted)
+    code = main(["--config", str(tmp_path / "any.yaml"), "--output-dir", str(tmp_path / "runs")])
+    assert code == EXIT_INTERRUPTED == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
 # -- docs -------------------------------------------------------------------------------------------------
 
 DOC = REPO / "docs" / "hisso_cli.md"
@@ -487,7 +503,7 @@ def test_doc_config_reference_defaults_match_the_schema():
         if section == "estimator":
             name = rest.removeprefix("params.")
             actual = {cls.__init__.__kwdefaults__[name] for cls in ESTIMATORS.values()
-                      if name in cls._get_param_names()}
+                      if name in cls._get_param_names() and name not in cls._deprecated_params}
             assert actual == {default}, key
         elif key.startswith("hisso.supervised."):
             assert resolved["hisso"]["supervised"][key.rsplit(".", 1)[-1]] == default, key
@@ -506,7 +522,7 @@ def test_doc_flags_table_lists_every_cli_flag_and_the_exit_codes():
     assert documented == flags - {"-h", "--help"}
     assert "`-h`, `--help`" in usage
     codes = re.findall(r"^\| (\d+) \|", usage, flags=re.M)
-    assert codes == ["0", "1", "2", "130"]
+    assert codes == [str(code) for code in (EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED)]
 
 
 def test_run_outputs_doc_lists_exactly_the_metrics_keys_and_event_columns_a_run_writes(smoke_runs):

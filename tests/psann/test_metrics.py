@@ -11,7 +11,6 @@ from psann.metrics import (
     baseline_metrics,
     equal_weight_allocations,
     portfolio_metrics,
-    regression_metrics,
 )
 
 # Three steps, two assets, worked by hand below.
@@ -118,25 +117,17 @@ def test_equal_weight_allocations_sum_to_one():
         equal_weight_allocations(4, 0)
 
 
-def test_regression_metrics_agree_with_sklearn():
-    sklearn_metrics = pytest.importorskip("sklearn.metrics")
-    rng = np.random.default_rng(0)
-    y_true = rng.normal(size=(50, 3))
-    y_pred = y_true + rng.normal(scale=0.5, size=(50, 3))
-    ours = regression_metrics(y_true, y_pred)
-    assert ours["mse"] == pytest.approx(sklearn_metrics.mean_squared_error(y_true, y_pred))
-    assert ours["r2"] == pytest.approx(sklearn_metrics.r2_score(y_true, y_pred))
-    assert regression_metrics(y_true[:, 0], y_pred[:, :1])["r2"] == pytest.approx(
-        sklearn_metrics.r2_score(y_true[:, 0], y_pred[:, 0])
-    )
+def test_baseline_metrics_use_the_given_metrics_fn_and_pick_the_asset_by_cum_return():
+    seen = []
 
+    def final_weights(allocations, prices, trans_cost):
+        seen.append(trans_cost)
+        return {"last_weight_0": float(allocations[-1, 0])}
 
-def test_regression_metrics_constant_targets_follow_sklearn_convention():
-    constant = np.full(5, 2.0)
-    assert regression_metrics(constant, constant)["r2"] == 1.0
-    assert regression_metrics(constant, constant + 0.1)["r2"] == 0.0
-    with pytest.raises(ValueError, match="same shape"):
-        regression_metrics(np.ones(5), np.ones(4))
+    baselines = baseline_metrics(PRICES, 0.01, metrics_fn=final_weights)
+    assert baselines["equal_weight"] == {"last_weight_0": 0.5}
+    assert baselines["best_buy_and_hold"] == {"last_weight_0": 1.0, "asset": 0}
+    assert seen == [0.01, 0.01]
 
 
 @st.composite

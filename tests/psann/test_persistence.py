@@ -136,7 +136,9 @@ def test_missing_directory_is_file_not_found(tmp_path):
 
 
 def test_saving_an_unfitted_estimator_is_refused(tmp_path):
-    with pytest.raises(RuntimeError, match="not fitted yet"):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError, match="not fitted yet"):
         PSANNRegressor().save(tmp_path / "m")
 
 

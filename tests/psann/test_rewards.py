@@ -13,7 +13,8 @@ from psann.hisso.rewards import (
     register_reward_strategy,
     resolve_reward,
 )
-from psann.metrics import portfolio_metrics
+from psann.errors import ValidationError
+from psann.metrics import GROWTH_FLOOR, portfolio_metrics
 
 PRICES = torch.tensor([[100.0, 50.0], [110.0, 40.0], [121.0, 60.0]])
 ALLOCATIONS = torch.tensor([[0.5, 0.5], [1.0, 0.0], [0.0, 1.0]])
@@ -98,6 +99,14 @@ def test_half_precision_actions_are_computed_in_float32(dtype):
     assert reward.item() == pytest.approx(math.log(3e4) + math.log(3e4), rel=1e-2)
 
 
+def test_reward_and_metrics_floor_a_total_loss_at_the_same_growth():
+    prices = torch.tensor([[1.0], [1e-12]], dtype=torch.float64)  # the asset loses everything
+    allocations = torch.ones(2, 1, dtype=torch.float64)
+    reward = portfolio_reward(allocations[None], prices[None])
+    assert reward.item() == pytest.approx(math.log(GROWTH_FLOOR))
+    assert portfolio_metrics(allocations, prices)["log_return"] == pytest.approx(math.log(GROWTH_FLOOR))
+
+
 def test_builtin_strategies_are_registered_and_finance_aliases_portfolio():
     assert {"portfolio", "finance"} <= set(available_reward_strategies())
     portfolio, finance = get_reward_strategy("portfolio"), get_reward_strategy("finance")
@@ -126,9 +135,10 @@ def test_register_rejects_non_callables():
 
 
 def test_unknown_name_lists_available_and_suggests_close_match():
-    with pytest.raises(ValueError, match=r"Did you mean 'portfolio'\?.*finance, portfolio"):
+    with pytest.raises(ValidationError, match=r"did you mean 'portfolio'\?.*finance, portfolio") as info:
         get_reward_strategy("portfoli")
-    with pytest.raises(ValueError, match=r"hisso\.reward.*Did you mean 'finance'"):
+    assert info.value.key == "hisso.reward"
+    with pytest.raises(ValueError, match=r"hisso\.reward.*did you mean 'finance'"):
         resolve_reward("Finanse")
 
 
@@ -147,16 +157,21 @@ def test_resolve_reward_by_import_path_records_the_path(path):
     assert strategy.metrics_fn is portfolio_metrics
 
 
-def test_resolve_reward_import_path_to_a_strategy_uses_it_as_is():
-    assert resolve_reward(f"{__name__}:CUSTOM_STRATEGY") is CUSTOM_STRATEGY
+def test_resolve_reward_import_path_to_a_strategy_keeps_its_functions_and_is_named_by_the_path():
+    path = f"{__name__}:CUSTOM_STRATEGY"
+    strategy = resolve_reward(path)
+    assert (strategy.reward_fn, strategy.metrics_fn) == (CUSTOM_STRATEGY.reward_fn, CUSTOM_STRATEGY.metrics_fn)
+    # The recorded name resolves again (a run records it; evaluation and reloading resolve it).
+    assert strategy.name == path and resolve_reward(strategy.name) == strategy
 
 
 @pytest.mark.parametrize(
     "spec", ["no_such_module.reward", f"{__name__}:missing_function", f"{__name__}:PRICES", "nonsense"]
 )
 def test_resolve_reward_unknown_path_names_the_setting_and_allowed_names(spec):
-    with pytest.raises(ValueError, match=r"hisso\.reward.*portfolio"):
+    with pytest.raises(ValidationError, match=r"hisso\.reward.*portfolio") as info:
         resolve_reward(spec)
+    assert info.value.key == "hisso.reward"
 
 
 def test_resolve_reward_callable_is_named_by_module_and_qualname():

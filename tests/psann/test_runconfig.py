@@ -2,6 +2,7 @@
 
 import copy
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -9,7 +10,10 @@ import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+import psann.runconfig
 from _config_edits import edited
+from psann import PSANNRegressor
+from psann.errors import ValidationError, short_repr
 from psann.hisso.options import HISSOOptions, WarmStartOptions
 from psann.runconfig import (
     SECTIONS,
@@ -38,9 +42,35 @@ def _config(**changes):
 def _error(raw, tmp_path=None):
     with pytest.raises(ConfigError) as info:
         parse_run_config(raw, base_dir=tmp_path or ".")
-    message = str(info.value)
-    assert "\n" not in message
-    return info.value
+    error = info.value
+    assert "\n" not in str(error)
+    assert str(error) == f"{error.key}: {error.reason}"  # the one template; the key is data
+    return error
+
+
+class NewAPIRegressor(PSANNRegressor):
+    """A user estimator (imported by path) whose own parameter check raises a keyed error."""
+
+    def __init__(self, *, hidden_units=8, epochs=2, device="cpu", depth_hint=None):
+        super().__init__(hidden_units=hidden_units, epochs=epochs, device=device)
+        self.depth_hint = depth_hint
+
+    def validate_params(self):
+        if self.depth_hint is not None and self.depth_hint not in ("shallow", "deep"):
+            raise ValidationError.expected("depth_hint", "shallow or deep", self.depth_hint)
+
+    def canonical_params(self):
+        return self.get_params(deep=False)
+
+
+class KeylessRegressor(PSANNRegressor):
+    """A user estimator whose check raises a plain ValueError: no key is guessed from its text."""
+
+    def __init__(self, *, hidden_units=8, epochs=2, device="cpu"):
+        super().__init__(hidden_units=hidden_units, epochs=epochs, device=device)
+
+    def validate_params(self):
+        raise ValueError("The 'epochs' parameter is not liked")
 
 
 def test_base_config_parses_and_resolved_config_fills_defaults():
@@ -76,6 +106,7 @@ def test_hisso_enabled_false_gives_a_supervised_run():
 
 def test_unknown_section_is_rejected_with_did_you_mean():
     error = _error(_config(trainig={"verbose": 1}))
+    assert error.reason.startswith("unknown key")
     assert error.key == "trainig"
     assert "did you mean 'training'" in str(error)
 
@@ -94,27 +125,30 @@ def test_unknown_section_is_rejected_with_did_you_mean():
 )
 def test_unknown_key_in_each_section_names_the_key_path_and_suggests(dotted, value, key_path, suggestion):
     error = _error(_config(**{dotted: value}))
-    assert str(error).startswith(f"{key_path}: unknown key")
-    assert f"did you mean {suggestion!r}" in str(error)
+    assert error.key == key_path
+    assert error.reason.startswith("unknown key")
+    assert f"did you mean {suggestion!r}" in error.reason
 
 
 @pytest.mark.parametrize(
     "dotted, value, key_path, fragment",
     [
-        ("hisso.window", "abc", "hisso.window", "expected int >= 2, got 'abc'"),
-        ("hisso.window", 1, "hisso.window", "expected int >= 2, got 1"),
-        ("hisso.window", True, "hisso.window", "expected int >= 2"),
-        ("hisso.batch_episodes", 2.5, "hisso.batch_episodes", "expected int >= 1"),
+        ("hisso.window", "abc", "hisso.window", "expected an int >= 2, got 'abc'"),
+        ("hisso.window", 1, "hisso.window", "expected an int >= 2, got 1"),
+        ("hisso.window", True, "hisso.window", "expected an int >= 2"),
+        ("hisso.batch_episodes", 2.5, "hisso.batch_episodes", "expected an int >= 1"),
         ("hisso.primary_transform", "relu", "hisso.primary_transform", "softmax"),
         ("hisso.enabled", "yes", "hisso.enabled", "true or false"),
-        ("hisso.supervised.epochs", "x", "hisso.supervised.epochs", "expected int >= 1"),
+        ("hisso.supervised.epochs", "x", "hisso.supervised.epochs", "expected an int >= 1"),
         ("hisso.supervised.y_key", "targets", "hisso.supervised.y_key", "y_train"),
         ("hisso.supervised.y", [1, 2], "hisso.supervised.y", "y_key"),
-        ("hisso.reward", "portfolo", "hisso.reward", "Did you mean 'portfolio'"),
+        ("hisso.supervised", "yes", "hisso.supervised", "mapping of warm-start options"),
+        ("hisso.reward", "portfolo", "hisso.reward", "did you mean 'portfolio'"),
         ("hisso.reward", "no_such_module.reward_fn", "hisso.reward", "cannot import"),
         ("hisso", [1, 2], "hisso", "expected a mapping"),
-        ("estimator.params.hidden_units", 0, "estimator.params.hidden_units", "must be an int >= 1. Got 0"),
-        ("estimator.params.lr", "fast", "estimator.params.lr", "Got 'fast'"),
+        ("estimator.params.hidden_units", 0, "estimator.params.hidden_units", "got 0"),
+        ("estimator.params.lr", "fast", "estimator.params.lr", "got 'fast'"),
+        ("estimator.params.hidden_width", 4, "estimator.params.hidden_width", "hidden_units"),
         ("estimator.params", [1], "estimator.params", "expected a mapping"),
         ("training.verbose", "loud", "training.verbose", "int >= 0"),
         ("training.keep_checkpoints", "yes", "training.keep_checkpoints", "true or false"),
@@ -125,16 +159,73 @@ def test_unknown_key_in_each_section_names_the_key_path_and_suggests(dotted, val
         ("evaluation.split", "holdout", "evaluation.split", "train, val, test"),
         ("evaluation.split", "val", "evaluation.split", "does not match"),
         ("data.loader", "no_such_module.loader", "data.loader", "cannot import"),
-        ("data.loader", 5, "data.loader", "dotted path"),
+        ("data.loader", "psann.data.DATASET_KEYS", "data.loader", "not a callable"),
+        ("data.loader", "toy_hisso_dataset", "data.loader", "import path"),
+        ("data.loader", 5, "data.loader", "import path"),
         ("data.npz", "x.npz", "data", "exactly one of"),
         ("data.kwargs", [1], "data.kwargs", "expected a mapping"),
     ],
 )
 def test_wrong_type_or_value_names_the_key_path(dotted, value, key_path, fragment):
     error = _error(_config(**{dotted: value}))
+    assert type(error) is ConfigError and isinstance(error, ValidationError)
     assert error.key == key_path
-    assert str(error).startswith(f"{key_path}: ")
-    assert fragment in str(error)
+    assert fragment.lower() in error.reason.lower()
+    back = pickle.loads(pickle.dumps(error))  # Ray carries config errors between processes
+    assert (type(back), back.key, back.reason) == (ConfigError, error.key, error.reason)
+
+
+def test_every_error_of_a_set_of_bad_configs_is_a_validation_error_keyed_by_its_path(tmp_path):
+    bad = {
+        "estimator": _config(estimator=...),
+        "estimator.params.epochs": _config(**{"estimator.params.epochs": 0}),
+        "estimator.params.hiden_units": _config(**{"estimator.params.hiden_units": 3}),
+        "hisso.window": _config(**{"hisso.window": 1}),
+        "hisso.supervised.batch_size": _config(**{"hisso.supervised.batch_size": 0}),
+        "hisso.trans_cost": _config(**{"hisso.trans_cost": 0.5, "hisso.transition_penalty": 0.1}),
+        "hisso.reward": _config(**{"hisso.reward": "sharpe_ratio"}),
+        "data": _config(**{"data": {}}),
+        "data.npz": _config(**{"data": {"npz": "absent.npz"}}),
+        "data.loader": _config(**{"data.loader": "psann.no_such_loader"}),
+        "training.verbose": _config(**{"training.verbose": -1}),
+        "evaluation.split": _config(**{"evaluation.split": "holdout"}),
+        "stages": _config(stages=[]),
+    }
+    for key_path, raw in bad.items():
+        with pytest.raises(ValidationError) as info:
+            parse_run_config(raw, base_dir=tmp_path)
+        assert info.value.key == key_path, (key_path, str(info.value))
+
+
+def test_an_estimators_keyed_error_is_placed_under_estimator_params():
+    target = f"{__name__}.NewAPIRegressor"
+    config = parse_run_config(_config(**{"estimator.target": target, "estimator.params": {"depth_hint": "deep"}}))
+    assert config.estimator_params["depth_hint"] == "deep"
+    error = _error(_config(**{"estimator.target": target, "estimator.params": {"depth_hint": "wide"}}))
+    assert (error.key, error.reason) == ("estimator.params.depth_hint", "expected shallow or deep, got 'wide'")
+    assert isinstance(error.__cause__, ValidationError) and error.__cause__.key == "depth_hint"
+
+
+def test_an_estimator_error_without_a_key_is_not_keyed_by_guessing_from_its_text():
+    # The message names 'epochs', but only a ValidationError's .key says which parameter it is.
+    error = _error(_config(**{"estimator.target": f"{__name__}.KeylessRegressor", "estimator.params": {"epochs": 3}}))
+    assert error.key == "estimator.params"
+    assert "'epochs' parameter is not liked" in error.reason
+
+
+def test_deprecated_alias_is_accepted_and_resolved_to_its_canonical_name():
+    config = parse_run_config(_config(**{"estimator.params": {"hidden_width": 6, "epochs": 2, "device": "cpu"}}))
+    assert config.estimator_params["hidden_units"] == 6
+    assert "hidden_width" not in config.resolved["estimator"]["params"]
+
+
+def test_a_reward_registry_error_is_keyed_by_hisso_reward_from_its_reason(monkeypatch):
+    def refuse(name):
+        raise ValidationError("reward", f"unknown reward {name!r}")
+
+    monkeypatch.setattr(psann.runconfig, "resolve_reward", refuse)
+    error = _error(_config(**{"hisso.reward": "sharpe"}))
+    assert str(error) == "hisso.reward: unknown reward 'sharpe'"
 
 
 @pytest.mark.parametrize(
@@ -181,8 +272,13 @@ def test_load_config_file_reads_yaml_and_json_and_refuses_a_non_mapping(tmp_path
     assert load_config_file(tmp_path / "c.yaml") == BASE
     assert load_config_file(tmp_path / "c.json") == BASE
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
-    with pytest.raises(ConfigError, match="expected a mapping of sections"):
+    with pytest.raises(ConfigError, match="expected a mapping of sections") as info:
         load_config_file(tmp_path / "list.yaml")
+    assert info.value.key == str(tmp_path / "list.yaml")  # a file-level problem is keyed by the file
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(ConfigError, match="not valid JSON") as info:
+        load_config_file(tmp_path / "broken.json")
+    assert info.value.key == str(tmp_path / "broken.json")
     with pytest.raises(FileNotFoundError):
         load_config_file(tmp_path / "missing.yaml")
 
@@ -193,8 +289,9 @@ def test_apply_overrides_sets_nested_keys_without_touching_the_original():
     assert result["estimator"]["params"]["lr"] == 0.01
     assert result["hisso"]["window"] == 8
     assert raw == BASE
-    with pytest.raises(ConfigError, match="did you mean 'hisso'"):
+    with pytest.raises(ConfigError, match="did you mean 'hisso'") as info:
         apply_overrides(raw, {"hiso.window": 8})
+    assert info.value.key == "hiso"
     with pytest.raises(ConfigError) as info:
         apply_overrides(raw, {"hisso.window.size": 8})
     assert info.value.key == "hisso.window"
@@ -232,7 +329,7 @@ def test_any_unknown_key_in_any_section_is_rejected_naming_its_path(section, key
     path = f"{section}.{key}" if section else key
     error = _error(raw)
     assert error.key == path
-    assert str(error).startswith(f"{path}: unknown key")
+    assert error.reason.startswith("unknown key")
 
 
 @settings(max_examples=60, deadline=None)
@@ -240,7 +337,8 @@ def test_any_unknown_key_in_any_section_is_rejected_naming_its_path(section, key
                         st.lists(st.integers(), max_size=2)))
 def test_any_hisso_window_that_is_not_an_int_of_at_least_2_is_rejected(window):
     error = _error(_config(**{"hisso.window": window}))
-    assert str(error) == f"hisso.window: expected int >= 2, got {window!r}"
+    assert error.key == "hisso.window"
+    assert str(error) == f"hisso.window: expected an int >= 2, got {short_repr(window)}"
 
 
 @settings(max_examples=40, deadline=None)

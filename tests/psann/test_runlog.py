@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from psann.runlog import EVENT_COLUMNS, EventLog, RunLogging, write_json_atomic
+from psann.contract import EVENT_COLUMNS
+from psann.runlog import EventLog, RunLogging, json_safe, write_json_atomic
 
 
 def _read_events(path):
@@ -41,8 +42,9 @@ def test_event_log_any_message_round_trips_through_pyarrow(tmp_path_factory, mes
     log = EventLog(path)
     log.write("warning", message=message)
     log.close()
-    # The message column is read as text (a message like "1" must not turn into a number).
-    options = pacsv.ConvertOptions(column_types={"message": "string"}, strings_can_be_null=True)
+    # The message column is read as text (a message like "1" must not turn into a number), and
+    # only an empty field is null (docs/run_outputs.md), so a message "null" or "NA" stays text.
+    options = pacsv.ConvertOptions(column_types={"message": "string"}, null_values=[""], strings_can_be_null=True)
     rows = pacsv.read_csv(path, convert_options=options).to_pylist()
     assert len(rows) == 1
     assert (rows[0]["message"] or "") == message
@@ -79,6 +81,15 @@ def test_write_json_atomic_turns_nan_and_inf_into_null_and_leaves_no_temp_files(
     write_json_atomic(path, {"a": float("nan"), "b": {"c": float("inf")}, "d": 1.5})
     assert json.loads(path.read_text()) == {"a": None, "b": {"c": None}, "d": 1.5}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_json_safe_turns_numpy_scalars_and_tuples_into_plain_json_values():
+    import numpy as np
+
+    value = json_safe({"n": np.float32(1.5), "i": np.int64(3), "t": (1, np.float64("nan")), 2: "key"})
+    assert value == {"n": 1.5, "i": 3, "t": [1, None], "2": "key"}
+    assert type(value["n"]) is float and type(value["i"]) is int
+    assert json.loads(json.dumps(value)) == value
 
 
 def test_write_json_atomic_failure_keeps_the_previous_file(tmp_path):

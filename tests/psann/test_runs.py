@@ -336,6 +336,47 @@ def test_default_seed_is_42(tmp_path):
     assert read_metrics(tmp_path / "runs" / "r")["seed"] == 42
 
 
+# -- evaluation: the reward strategy's metrics ---------------------------------------------------------
+
+CUSTOM_METRICS_STRATEGY = """
+import numpy as np
+from psann.hisso import RewardStrategy, portfolio_reward
+
+def weight_metrics(allocations, prices, trans_cost):
+    # One number the portfolio metrics do not have: how much the policy held of asset 0.
+    return {"mean_weight_0": float(np.mean(allocations[:, 0])), "cost_seen": float(trans_cost)}
+
+STRATEGY = RewardStrategy(name="weights", reward_fn=portfolio_reward, metrics_fn=weight_metrics)
+"""
+
+
+def test_evaluation_reports_the_policy_and_baselines_with_the_reward_strategys_metrics_fn(tmp_path, module_dir):
+    name = write_module(module_dir, CUSTOM_METRICS_STRATEGY)
+    raw = tiny_config(**{"hisso.reward": f"{name}:STRATEGY", "evaluation.trans_cost": 0.002})
+    result = execute_run(parse_run_config(raw), prepare_run_dir(tmp_path, "r"), seed=0)
+    assert result.status == "success", result.metrics["error"]
+    portfolio = read_metrics(result.run_dir)["portfolio"]
+    assert set(portfolio["policy"]) == {"mean_weight_0", "cost_seen"}  # not the default portfolio metrics
+    assert 0.0 <= portfolio["policy"]["mean_weight_0"] <= 1.0 and portfolio["policy"]["cost_seen"] == 0.002
+    assert portfolio["equal_weight"]["mean_weight_0"] == pytest.approx(1.0 / 2)
+    assert portfolio["best_buy_and_hold"]["mean_weight_0"] in (0.0, 1.0)
+    assert portfolio["best_buy_and_hold"]["asset"] in (0, 1)
+
+
+def test_builtin_reward_evaluates_with_the_portfolio_metrics(tmp_path):
+    result = execute_run(parse_run_config(tiny_config()), prepare_run_dir(tmp_path, "r"), seed=0)
+    metrics = read_metrics(result.run_dir)
+    assert set(metrics["portfolio"]["policy"]) == {"cum_return", "log_return", "sharpe", "max_drawdown", "turnover"}
+    assert metrics["eval_split"] == metrics["portfolio"]["split"] == "test"
+
+
+def test_null_portfolio_prices_key_skips_portfolio_metrics_without_a_warning(tmp_path):
+    raw = tiny_config(**{"evaluation.portfolio_prices_key": None})
+    result = execute_run(parse_run_config(raw), prepare_run_dir(tmp_path, "r"), seed=0)
+    assert result.status == "success" and read_metrics(result.run_dir)["portfolio"] is None
+    assert not [e for e in read_events(result.run_dir) if e["event"] == "warning"]
+
+
 # -- supervised runs --------------------------------------------------------------------------------
 
 def test_supervised_run_reports_mse_losses_and_no_portfolio(tmp_path):
@@ -346,6 +387,9 @@ def test_supervised_run_reports_mse_losses_and_no_portfolio(tmp_path):
     metrics = read_metrics(run)
     assert metrics["status"] == "success" and metrics["loss_kind"] == "mse"
     assert metrics["val_loss"] == metrics["val_mse"] and metrics["test_loss"] == metrics["test_mse"]
+    # A supervised fit counts samples, not episodes.
+    assert metrics["throughput_samples_per_sec"] > 0 and metrics["throughput_eps_per_sec"] is None
+    assert metrics["episodes"] is None and metrics["eval_split"] == "test"
     assert metrics["portfolio"] is None and metrics["reward"] is None
     epochs = [e for e in read_events(run) if e["event"] == "epoch"]
     assert [(e["phase"], e["epoch"]) for e in epochs] == [("supervised", 1), ("supervised", 2)]

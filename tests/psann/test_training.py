@@ -316,7 +316,6 @@ def test_diverging_training_raises_instead_of_propagating_nan():
 
 def _grow_and_stop_run(val_losses, capture_epoch=None, resume_state=None):
     """A WaveResNet grown by ProgressiveDepth, with scripted validation losses."""
-    from psann.estimators._base import restore_training_state, training_state
     from psann.models import WaveResNet
     from psann.schedules import ProgressiveDepth
 
@@ -327,15 +326,14 @@ def _grow_and_stop_run(val_losses, capture_epoch=None, resume_state=None):
     class Capture(Callback):
         def on_epoch_end(self, loop, record):
             if record["epoch"] == capture_epoch:
-                captured["state"] = training_state(loop)
+                captured["state"] = loop.snapshot()
 
     phase = ScriptedPhase(val_losses)
     loop = TrainingLoop(model, LoopConfig(epochs=len(val_losses), lr=0.01), device=CPU,
                         callbacks=[ProgressiveDepth(max_depth=4, interval=1), Capture()])
-    loop.phase_ref = phase
     if resume_state is not None:
-        restore_training_state(loop, phase, resume_state)
-        phase.calls = resume_state["loop"]["epoch"]
+        loop.restore(resume_state, phase)
+        phase.calls = resume_state.epoch
     loop.run(phase)
     return loop.model, captured.get("state")
 

@@ -16,12 +16,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-EVENT_COLUMNS = (
-    "timestamp", "elapsed_seconds", "event", "phase", "epoch", "train_loss", "val_loss",
-    "val_mse", "reward_mean", "reward_std", "lr", "episodes", "episodes_per_second",
-    "samples_per_second", "data_seconds", "forward_seconds", "backward_seconds",
-    "optimizer_seconds", "message",
-)
+from psann.contract import EVENT_COLUMNS, METRICS_KEYS
+
 START = datetime(2026, 11, 23, 18, 0, 0, tzinfo=timezone.utc)
 
 
@@ -75,6 +71,7 @@ def metrics_for(spec: TrialSpec) -> dict[str, Any]:
         "train_loss": None if best is None else vals[best] * 0.9,
         "val_loss": None if best is None else vals[best],
         "test_loss": None if best is None else vals[best] * 1.1,
+        "eval_split": "test",
         "val_mse": None if best is None else vals[best] / 3,
         "test_mse": None,
         "test_reward_full": None if best is None else -vals[best] * 1.2,
@@ -90,6 +87,7 @@ def metrics_for(spec: TrialSpec) -> dict[str, Any]:
         "seed": spec.seed,
         "duration_seconds": 1.5 * spec.epochs + 0.25,
         "throughput_eps_per_sec": 1000.0 + rng.random() * 100,
+        "throughput_samples_per_sec": None,  # a HISSO run counts episodes
         "amp": {"enabled": spec.amp[0], "dtype": spec.amp[1], "skipped_steps": spec.amp[2]},
         "portfolio": None if not spec.portfolio else {
             "split": "test", "trans_cost": 0.001, "policy": pm(), "equal_weight": pm(),
@@ -97,6 +95,7 @@ def metrics_for(spec: TrialSpec) -> dict[str, Any]:
         },
         "error": spec.error,
     }
+    assert set(metrics) == set(METRICS_KEYS), "synthetic metrics.json must follow the run contract"
     metrics.update(spec.extra_metrics)
     return metrics
 

@@ -9,13 +9,14 @@ import sys
 
 import pytest
 
+from psann.contract import EXIT_BAD_INPUT, TRIAL_STATUSES
 from sweeps.compendium import build_compendium
 from sweeps.results import ingest_sweep
 
 try:
-    from ._trial_folders import TrialSpec, standard_sweep, tune_dir_name, write_trial
+    from ._trial_folders import TrialSpec, standard_sweep, tune_dir_name, write_stage, write_trial
 except ImportError:
-    from _trial_folders import TrialSpec, standard_sweep, tune_dir_name, write_trial
+    from _trial_folders import TrialSpec, standard_sweep, tune_dir_name, write_stage, write_trial
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -49,13 +50,16 @@ def test_page_lists_stage_counts_devices_runs_and_failures(sweep, tmp_path):
     page = (tmp_path / "hisso_wave.md").read_text()
     lines = page.splitlines()
     assert lines[1] == "# Sweep `hisso_wave`"
-    # per-stage counts, in run order: passed, pruned, error, hung, incomplete, running, interrupted
+    # per-stage counts, in run order: success, pruned, error, hung, incomplete, running, interrupted
+    assert "| stage | trials | success | pruned | error | hung | incomplete | running | interrupted " in page
     assert any(line.startswith("| smoke | 3 | 3 | 0 | 0 | 0 | 0 | 0 | 0 | aaaaa_00002 |") for line in lines)
     assert any(line.startswith("| hisso | 5 | 2 | 1 | 1 | 1 | 0 | 0 | 0 | bbbbb_00000 |") for line in lines)
     assert page.index("| smoke | 3 |") < page.index("| hisso | 5 |")
     assert "| hisso | cuda:0 | 5 | 2 | bfloat16, float16, off |" in page
+    # HISSO trials only: an episodes/s column, no samples/s column.
+    assert "| stage | device | trials | success | AMP | median episodes/s | median duration (s) |" in page
     runs = page[page.index("### hisso"):page.index("## Reward vs turnover")]
-    assert "| trial | status | throughput (eps/s) | best epoch | train | val | test | reward_mean " \
+    assert "| trial | status | episodes/s | best epoch | train | val | test (test) | reward_mean " \
            "| turnover | Sharpe | AMP | duration (s) | estimator.params.lr | hisso.window |" in runs
     for trial in ("bbbbb_00000", "bbbbb_00001", "bbbbb_00002", "bbbbb_00003", "bbbbb_00004"):
         assert f"| {trial} |" in runs
@@ -118,5 +122,26 @@ def test_module_entry_point_can_ingest_first(tmp_path):
 def test_cli_reports_a_sweep_without_tables_on_stderr(tmp_path, capsys):
     from sweeps.compendium.__main__ import main
 
-    assert main([str(tmp_path), "--out", str(tmp_path / "docs")]) == 1
+    assert main([str(tmp_path), "--out", str(tmp_path / "docs")]) == EXIT_BAD_INPUT == 2
     assert "no results tables" in capsys.readouterr().err
+
+
+def test_every_trial_status_has_a_plot_colour():
+    from sweeps.compendium._plots import STATUS_COLORS
+
+    assert set(STATUS_COLORS) == set(TRIAL_STATUSES)
+
+
+def test_supervised_runs_show_samples_per_second_and_a_mixed_eval_split_gets_its_column(tmp_path):
+    sweep = tmp_path / "mixed"
+    supervised = TrialSpec("ccccc_00000", {"estimator.params.lr": 1e-3}, outcome="SUCCESS", portfolio=False,
+                           extra_metrics={"loss_kind": "mse", "throughput_eps_per_sec": None,
+                                          "throughput_samples_per_sec": 5000.0, "eval_split": "val"})
+    hisso = TrialSpec("ccccc_00001", {"estimator.params.lr": 3e-3}, outcome="SUCCESS", seed=1)
+    write_stage(sweep / "runs_a", [supervised, hisso])
+    ingest_sweep(sweep)
+    build_compendium(sweep, tmp_path / "docs")
+    page = (tmp_path / "docs" / "mixed.md").read_text()
+    assert "| trial | status | episodes/s | samples/s | best epoch | train | val | test | eval split |" in page
+    assert "| ccccc_00000 | SUCCESS | – | 5000 |" in page
+    assert "| median episodes/s | median samples/s |" in page

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
 import pytest
 
 from _sweep_helpers import ROOT, stage, write_sweep, worker_env
+from psann.contract import EXIT_BAD_INPUT, EXIT_CODES, EXIT_INTERRUPTED, EXIT_NO_GPU
 
 SCRIPT = ROOT / "sweeps" / "hisso_wave.py"
 
@@ -42,7 +44,7 @@ def test_dry_run_refuses_a_bad_sweep_file_naming_the_key(tmp_path, capsys, stage
     path = write_sweep(tmp_path, stages, search_space=search_space)
     code = _main(["--sweep", path, "--storage", tmp_path / "out", "--dry-run"])
     err = capsys.readouterr().err
-    assert code == 2
+    assert code == EXIT_BAD_INPUT == 2
     assert f"error: {key}" in err
     assert not ray.is_initialized()
     assert not (tmp_path / "out").exists()
@@ -101,7 +103,32 @@ def test_gpu_stage_without_gpu_exits_3_before_any_trial(tmp_path):
          "--num-cpus", "1"],
         capture_output=True, text=True, timeout=180, env=worker_env(), cwd=tmp_path,
     )
-    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert proc.returncode == EXIT_NO_GPU == 3, proc.stderr[-3000:]
     assert "--allow-cpu" in proc.stderr and "'hisso'" in proc.stderr
     # Refused up front: not even the smoke stage ran, and the same --name can be used again.
     assert not (tmp_path / "out" / "nogpu").exists()
+
+
+def test_ctrl_c_before_ray_starts_exits_130(tmp_path, capsys, monkeypatch):
+    import ray
+
+    import sweeps.hisso_wave as script
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(script, "load_sweep", interrupted)
+    code = _main(["--sweep", write_sweep(tmp_path, [stage("smoke")]), "--storage", tmp_path / "out"])
+    assert code == EXIT_INTERRUPTED == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert not ray.is_initialized() and not (tmp_path / "out").exists()
+
+
+def test_docs_list_the_contract_exit_codes_of_the_sweep():
+    text = (ROOT / "docs" / "sweeps.md").read_text()
+    section = text[text.index("### Exit codes"): text.index("## Writing a sweep file")]
+    documented = {int(code): name for code, name in re.findall(r"^\| (\d+) \| `(EXIT_\w+)` \|", section, flags=re.M)}
+    assert set(documented) == set(EXIT_CODES)
+    import psann.contract as contract
+
+    assert all(getattr(contract, name) == code for code, name in documented.items())

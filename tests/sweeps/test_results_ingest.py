@@ -115,6 +115,29 @@ def test_nested_metrics_flatten_with_underscores(sweep):
     assert row["val_loss"] == metrics["val_loss"] and row["best_epoch"] == metrics["best_epoch"]
 
 
+def test_every_contract_metric_is_a_typed_column_even_when_no_trial_has_a_value(sweep):
+    from psann.contract import METRIC_COLUMNS
+
+    ingest_sweep(sweep)
+    trials = load_trials(sweep)
+    kinds = {"float": pa.float64(), "int": pa.int64(), "str": pa.string(), "bool": pa.bool_()}
+    for name, kind in METRIC_COLUMNS:
+        assert trials.schema.field(name).type == kinds[kind], name
+    assert set(trials["eval_split"].to_pylist()) == {"test"}
+    assert trials["throughput_samples_per_sec"].null_count == trials.num_rows  # HISSO trials only
+    assert not any(n.startswith("metric_") for n in trials.column_names)
+
+
+def test_a_status_outside_the_contract_is_incomplete_naming_the_allowed_ones(tmp_path):
+    stage = tmp_path / "sw" / "hisso"
+    spec = TrialSpec("eeeee_00000", status="finished")
+    write_trial(stage / tune_dir_name(spec, 0), spec)
+    ingest_sweep(tmp_path / "sw")
+    row = load_trials(tmp_path / "sw").to_pylist()[0]
+    assert row["status"] == "INCOMPLETE" and row["run_status"] == "finished"
+    assert "'finished'" in row["error"] and "'interrupted', 'running', 'success'" in row["error"]
+
+
 def test_best_and_final_metrics_come_from_main_phase_epoch_events(sweep):
     ingest_sweep(sweep)
     row = by_id(load_trials(sweep))["bbbbb_00000"]  # 2 warm-start epochs, then 8 hisso epochs

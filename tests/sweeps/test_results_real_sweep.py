@@ -64,6 +64,9 @@ def test_query_summary_and_plain_readers_agree_on_the_best_trial(real_sweep):
         assert top.num_rows == 1
         assert top.column("val_loss")[0].as_py() == pytest.approx(min(t.val_loss for t in success))
     assert best is not None
+    assert best.trial_id == top.column("trial_id")[0].as_py()  # one ranking rule: sweep summary and query
+    by_stage = {row["stage"]: row for row in summary(sweep_dir).to_pylist()}
+    assert by_stage["tuned"]["best_trial_id"] == best.trial_id
     assert summary(sweep_dir).num_rows >= 2
     plain = ds.dataset(sweep_dir / "tables" / "trials", format="parquet", partitioning="hive").to_table()
     assert plain.num_rows == 5

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import pickle
 import string
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _sweep_helpers import stage, write_run_config
+from _sweep_helpers import RUN_CONFIG, stage, write_run_config
+from psann.errors import ValidationError
+from psann.runconfig import ConfigError
 from sweeps.spec import (
     SEARCH_KINDS,
     SweepError,
@@ -56,7 +60,10 @@ def _error(folder: Path, raw: dict[str, Any], profile: str | None = None) -> Swe
     with pytest.raises(SweepError) as info:
         spec = _parse(folder, raw, profile)
         validate_trial_configs(spec)
-    return info.value
+    error = info.value
+    assert isinstance(error, ValidationError)
+    assert str(error) == f"{error.key}: {error.reason}"  # the one template; the key is data
+    return error
 
 
 def _with_stage(index: int, **fields: Any) -> dict[str, Any]:
@@ -212,6 +219,7 @@ def test_empty_stage_list_is_refused(folder):
 
 def test_unknown_profile_lists_the_known_ones(folder):
     error = _error(folder, _raw(profiles={"local": {"seed": 1}}), profile="cloud")
+    assert "no profile named" in error.reason
     assert error.key == "profiles"
     assert "'cloud'" in str(error) and "local" in str(error)
 
@@ -250,35 +258,93 @@ def test_hang_timeout_must_be_positive(folder):
 def test_search_value_that_makes_an_invalid_run_config_names_the_search_key(folder):
     raw = _raw(search_space={"estimator.params.hidden_units": {"choice": [8, 0]}})
     error = _error(folder, raw)
-    assert str(error).startswith("search_space.estimator.params.hidden_units")
-    assert "=0" in str(error)
+    assert error.key == "search_space.estimator.params.hidden_units"  # the key holds no value
+    assert error.reason.startswith("0 makes an invalid run config for stage 'smoke': estimator.params.hidden_units: ")
+    # The run-config error stays reachable as data.
+    assert isinstance(error.__cause__, ConfigError) and error.__cause__.key == "estimator.params.hidden_units"
 
 
 def test_search_path_unknown_to_the_run_config_names_the_search_key(folder):
     error = _error(folder, _raw(search_space={"estimator.params.lrr": {"choice": [0.1]}}))
-    assert str(error).startswith("search_space.estimator.params.lrr")
-    assert "did you mean 'lr'" in str(error)
+    assert error.key == "search_space.estimator.params.lrr"
+    assert "did you mean 'lr'" in error.reason
+
+
+def test_search_path_with_an_unknown_section_names_the_search_key(folder):
+    error = _error(folder, _raw(search_space={"hiso.window": {"choice": [8]}}))
+    assert error.key == "search_space.hiso.window"
+    assert error.__cause__.key == "hiso" and "did you mean 'hisso'" in error.reason
 
 
 def test_uniform_over_an_integer_parameter_is_caught_before_any_trial(folder):
     # tune.uniform(8, 64) samples floats such as 23.7; integer bounds alone would validate.
     error = _error(folder, _raw(search_space={"estimator.params.hidden_units": {"uniform": [8, 64]}}))
-    assert str(error).startswith("search_space.estimator.params.hidden_units")
+    assert error.key == "search_space.estimator.params.hidden_units"
+    assert error.reason.startswith("8.0 makes an invalid run config")
 
 
 def test_bad_stage_override_is_blamed_on_the_stage_not_the_search_space(folder):
     raw = _with_stage(0, overrides={"hisso.windw": 8})
     error = _error(folder, raw)
-    assert str(error).startswith("stages.smoke.overrides")
-    assert "windw" in str(error)
+    assert error.key == "stages.smoke.overrides.hisso.windw"
+    assert error.reason.startswith("makes an invalid run config: unknown key (did you mean 'window'?)")
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        ({"hisso.window": 1}, "stages.smoke.overrides.hisso.window"),
+        ({"hisso.supervised": {"epoch": 2}}, "stages.smoke.overrides.hisso.supervised.epoch"),
+        ({"hiso.window": 8}, "stages.smoke.overrides.hiso.window"),  # the override path itself
+        ({"hisso.window.size": 8}, "stages.smoke.overrides.hisso.window.size"),
+    ],
+)
+def test_bad_stage_override_is_keyed_by_the_override_from_the_run_config_errors_key(folder, overrides, key):
+    error = _error(folder, _with_stage(0, overrides=overrides))
+    assert error.key == key
+    assert isinstance(error.__cause__, ConfigError)
+
+
+def test_bad_stage_epochs_reaching_the_run_config_is_keyed_by_the_stage_epochs(folder):
+    # Stage epochs are checked >= 1 by the sweep schema; a run-config rule they break is still
+    # blamed on the stage's epochs key, which the user wrote, not on a generated override.
+    spec = _parse(folder, _raw())
+    bad = dataclasses.replace(spec.stages[1], epochs=0)
+    spec = dataclasses.replace(spec, stages=(spec.stages[0], bad))
+    with pytest.raises(SweepError) as info:
+        validate_trial_configs(spec)
+    assert info.value.key == "stages.hisso.epochs"
+
+
+def test_a_base_config_invalid_for_a_stage_is_keyed_under_base_config(tmp_path):
+    write_run_config(tmp_path, hisso={**RUN_CONFIG["hisso"], "window": 1})
+    error = _error(tmp_path, _raw())
+    assert error.key == "base_config.hisso.window"
+    assert "expected an int >= 2" in error.reason and "stage 'smoke'" in error.reason
+
+
+def test_a_base_config_that_is_not_a_mapping_is_keyed_base_config(tmp_path):
+    (tmp_path / "run.yaml").write_text("- a\n- list\n")
+    error = _error(tmp_path, _raw())
+    assert error.key == "base_config"
+    assert "expected a mapping of sections" in error.reason
+
+
+def test_sweep_errors_pickle_and_move_under_a_prefix():
+    error = SweepError("[1].epochs", "expected an int >= 1, got 0")
+    back = pickle.loads(pickle.dumps(error))
+    assert (type(back), back.key, back.reason) == (SweepError, error.key, error.reason)
+    moved = error.under("stages")
+    assert (type(moved), moved.key) == (SweepError, "stages[1].epochs")
 
 
 def test_sweep_file_that_is_not_yaml_mapping_is_refused(tmp_path):
     write_run_config(tmp_path)
     path = tmp_path / "sweep.yaml"
     path.write_text("- just\n- a list\n")
-    with pytest.raises(SweepError):
+    with pytest.raises(SweepError) as info:
         load_sweep(path)
+    assert info.value.key == str(path)  # a whole-file problem is keyed by the file
     with pytest.raises(FileNotFoundError):
         load_sweep(tmp_path / "absent.yaml")
 

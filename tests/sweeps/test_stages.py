@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from _sweep_helpers import epoch_rows, stage, stage_status, trial_dirs, write_sweep
+from psann.contract import PRUNED, SUCCESS
 from sweeps.spec import load_sweep
 from sweeps.stages import GPUUnavailableError, format_summary, run_sweep
 
@@ -43,7 +44,7 @@ def test_smoke_stage_then_asha_stage_prunes_the_worst_trials(local_ray, tmp_path
     smoke = stage_status(sweep_dir, "smoke")
     assert smoke["passed"] is True
     assert len(smoke["trials"]) == 4
-    assert {t["outcome"] for t in smoke["trials"]} == {"SUCCESS"}
+    assert {t["outcome"] for t in smoke["trials"]} == {SUCCESS}
     assert all(t["iterations"] == 2 for t in smoke["trials"])
     for trial_dir in trial_dirs(sweep_dir, "smoke"):
         _assert_run_files(trial_dir)
@@ -52,8 +53,8 @@ def test_smoke_stage_then_asha_stage_prunes_the_worst_trials(local_ray, tmp_path
 
     hisso = stage_status(sweep_dir, "hisso")
     assert hisso["max_epochs"] == 4 and len(hisso["trials"]) == 4
-    pruned = [t for t in hisso["trials"] if t["outcome"] == "PRUNED"]
-    finished = [t for t in hisso["trials"] if t["outcome"] == "SUCCESS"]
+    pruned = [t for t in hisso["trials"] if t["outcome"] == PRUNED]
+    finished = [t for t in hisso["trials"] if t["outcome"] == SUCCESS]
     assert pruned, hisso["trials"]
     assert finished, hisso["trials"]
     assert all(t["iterations"] < 4 for t in pruned)
@@ -63,9 +64,11 @@ def test_smoke_stage_then_asha_stage_prunes_the_worst_trials(local_ray, tmp_path
     tune_iterations = {t.trial_id: t.last_result["training_iteration"] for t in analysis.trials}
     for trial in hisso["trials"]:
         assert tune_iterations[trial["trial_id"]] == trial["iterations"]
-    # The best trial optimised the true reward.
-    best = min((t for t in hisso["trials"] if t["val_loss"] is not None), key=lambda t: t["val_loss"])
-    assert best["params"]["hisso.reward"] == "portfolio"
+    # The best trial (the contract's rule: a finished trial, lowest val_loss) optimised the true reward.
+    best = results[1].best()
+    assert best is not None and best.outcome == SUCCESS
+    assert best.val_loss == min(t["val_loss"] for t in finished)
+    assert best.params["hisso.reward"] == "portfolio"
     for trial_dir in trial_dirs(sweep_dir, "hisso"):
         _assert_run_files(trial_dir)
     for trial in finished:

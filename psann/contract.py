@@ -1,0 +1,291 @@
+"""The run contract: what a run writes, what a sweep records, and how trials are ranked.
+
+One module, standard library only, imported by both sides of every file a run leaves behind:
+
+- the writers: ``psann.runs`` (metrics.json), ``psann.runlog`` (events.csv), ``sweeps.trainable``
+  (what each epoch reports to Tune), ``sweeps.stages`` (stage_status.json outcomes);
+- the readers: ``sweeps.results`` (the Arrow ``trials`` and ``events`` tables), the compendium,
+  the sweep summary.
+
+It never imports torch, Ray or pyarrow, so a reader of Parquet files does not pay for them. Value
+types are named by kind (``FLOAT``, ``INT``, ...); the results store maps kinds to Arrow types.
+docs/run_outputs.md describes every name listed here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping, TypeVar
+
+__all__ = [
+    # value kinds
+    "FLOAT", "INT", "STR", "BOOL", "TIMESTAMP", "OBJECT",
+    # run statuses (metrics.json "status")
+    "RUN_RUNNING", "RUN_SUCCESS", "RUN_ERROR", "RUN_INTERRUPTED", "RUN_STATUSES",
+    # metrics.json
+    "PORTFOLIO_METRIC_NAMES", "PORTFOLIO_ENTRIES", "AMP_FIELDS", "PORTFOLIO_FIELDS",
+    "METRICS_FIELDS", "METRICS_KEYS", "METRIC_COLUMNS", "flatten_keys",
+    # events.csv
+    "EVENT_FIELDS", "EVENT_COLUMNS", "EVENT_KINDS", "PHASES", "MAIN_PHASES", "EPOCH_RECORD_UNLOGGED",
+    # Tune reports
+    "TUNE_METRIC", "TUNE_MODE", "TUNE_EPOCH_KEYS", "TUNE_FINAL_KEYS",
+    # trial outcomes
+    "SUCCESS", "PRUNED", "ERROR", "HUNG", "INCOMPLETE", "RUNNING", "INTERRUPTED",
+    "TRIAL_STATUSES", "PASSING_OUTCOMES", "UNFINISHED_STATUSES", "RUN_STATUS_TO_TRIAL_STATUS",
+    "trial_outcome",
+    # the best-trial rule
+    "BEST_TRIAL_METRIC", "BEST_TRIAL_STATUSES", "ranking_value", "best_trial",
+    # exit codes
+    "EXIT_OK", "EXIT_FAILURE", "EXIT_BAD_INPUT", "EXIT_NO_GPU", "EXIT_INTERRUPTED", "EXIT_CODES",
+]
+
+# -- value kinds --------------------------------------------------------------------------------
+
+FLOAT, INT, STR, BOOL, TIMESTAMP, OBJECT = "float", "int", "str", "bool", "timestamp", "object"
+
+# -- run statuses: metrics.json "status" and psann.runs.RunResult.status ------------------------------
+
+RUN_RUNNING = "running"  # the snapshot written after each epoch; a pruned trial keeps it
+RUN_SUCCESS = "success"
+RUN_ERROR = "error"
+RUN_INTERRUPTED = "interrupted"  # Ctrl-C
+RUN_STATUSES = (RUN_RUNNING, RUN_SUCCESS, RUN_ERROR, RUN_INTERRUPTED)
+
+# -- metrics.json -------------------------------------------------------------------------------
+
+PORTFOLIO_METRIC_NAMES = ("cum_return", "log_return", "sharpe", "max_drawdown", "turnover")
+# The policy's allocations and the two baselines on the same prices.
+PORTFOLIO_ENTRIES = ("policy", "equal_weight", "best_buy_and_hold")
+
+AMP_FIELDS: tuple[tuple[str, str], ...] = (("enabled", BOOL), ("dtype", STR), ("skipped_steps", INT))
+# metrics.json "portfolio", flattened with "_" (the default portfolio metrics; a reward strategy
+# with its own metrics_fn adds other names, which the results store keeps as extra columns).
+PORTFOLIO_FIELDS: tuple[tuple[str, str], ...] = (
+    ("split", STR),
+    ("trans_cost", FLOAT),
+    *((f"{entry}_{name}", FLOAT) for entry in PORTFOLIO_ENTRIES for name in PORTFOLIO_METRIC_NAMES),
+    ("best_buy_and_hold_asset", INT),  # column index of the asset held
+)
+
+# Every metrics.json has exactly these top-level keys (null when not applicable), in this order.
+METRICS_FIELDS: tuple[tuple[str, str], ...] = (
+    ("status", STR),
+    ("run_name", STR),
+    ("config_path", STR),
+    ("estimator", STR),
+    ("loss_kind", STR),  # "mse" (supervised) or "neg_reward" (HISSO)
+    ("train_loss", FLOAT),
+    ("val_loss", FLOAT),
+    ("test_loss", FLOAT),  # on eval_split (the name is kept for readers of older runs)
+    ("eval_split", STR),  # the split of test_loss, test_mse, test_reward_full and portfolio
+    ("val_mse", FLOAT),
+    ("test_mse", FLOAT),
+    ("test_reward_full", FLOAT),
+    ("best_epoch", INT),
+    ("epochs_run", INT),
+    ("epochs_planned", INT),
+    ("reward", STR),
+    ("reward_mean", FLOAT),
+    ("reward_std", FLOAT),
+    ("episodes", INT),
+    ("transition_penalty", FLOAT),
+    ("device", STR),
+    ("seed", INT),
+    ("duration_seconds", FLOAT),
+    ("throughput_eps_per_sec", FLOAT),  # HISSO runs: episodes per second
+    ("throughput_samples_per_sec", FLOAT),  # supervised runs: samples per second
+    ("amp", OBJECT),  # AMP_FIELDS
+    ("portfolio", OBJECT),  # PORTFOLIO_FIELDS
+    ("error", STR),  # traceback when status is "error"
+)
+METRICS_KEYS: tuple[str, ...] = tuple(name for name, _ in METRICS_FIELDS)
+
+_NESTED_FIELDS = {"amp": AMP_FIELDS, "portfolio": PORTFOLIO_FIELDS}
+
+
+def _metric_columns() -> tuple[tuple[str, str], ...]:
+    columns: list[tuple[str, str]] = []
+    for name, kind in METRICS_FIELDS:
+        if name in ("status", "error"):
+            continue  # a trials table has its own status and error columns (run_status, error)
+        if kind == OBJECT:
+            columns.extend((f"{name}_{inner}", inner_kind) for inner, inner_kind in _NESTED_FIELDS[name])
+        else:
+            columns.append((name, kind))
+    return tuple(columns)
+
+
+# metrics.json flattened with "_" (amp.enabled -> amp_enabled), less status and error: the
+# metric columns of a trials table.
+METRIC_COLUMNS: tuple[tuple[str, str], ...] = _metric_columns()
+
+
+def flatten_keys(obj: Mapping[str, Any], sep: str = "_", prefix: str = "") -> dict[str, Any]:
+    """A nested mapping flattened, keys joined with ``sep``; an empty or null object stays one key.
+
+    With ``"_"`` it names metrics.json the way METRIC_COLUMNS does; with ``"."`` it turns a run
+    config into the dotted paths that sweeps sample (``estimator.params.lr``).
+
+    Example::
+
+        flatten_keys({"amp": {"enabled": False}, "portfolio": None})
+        # {"amp_enabled": False, "portfolio": None}
+    """
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        name = f"{prefix}{sep}{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            out.update(flatten_keys(value, sep, name))
+        else:
+            out[name] = value
+    return out
+
+
+# -- events.csv -----------------------------------------------------------------------------------
+
+# The columns, in the file's fixed order, and their kinds.
+EVENT_FIELDS: tuple[tuple[str, str], ...] = (
+    ("timestamp", TIMESTAMP),  # ISO 8601 UTC
+    ("elapsed_seconds", FLOAT),
+    ("event", STR),  # one of EVENT_KINDS
+    ("phase", STR),  # supervised, warm_start or hisso (epoch rows)
+    ("epoch", INT),
+    ("train_loss", FLOAT),
+    ("val_loss", FLOAT),
+    ("val_mse", FLOAT),
+    ("reward_mean", FLOAT),
+    ("reward_std", FLOAT),
+    ("lr", FLOAT),
+    ("episodes", INT),
+    ("episodes_per_second", FLOAT),
+    ("samples_per_second", FLOAT),
+    ("data_seconds", FLOAT),
+    ("forward_seconds", FLOAT),
+    ("backward_seconds", FLOAT),
+    ("optimizer_seconds", FLOAT),
+    ("message", STR),
+)
+EVENT_COLUMNS: tuple[str, ...] = tuple(name for name, _ in EVENT_FIELDS)
+EVENT_KINDS = (
+    "run_start", "dataset", "shuffle_policy", "epoch", "warning", "checkpoint", "error", "interrupted", "run_end",
+)
+PHASES = ("supervised", "warm_start", "hisso")  # the "phase" of epoch rows
+MAIN_PHASES = ("supervised", "hisso")  # the phase a run's metrics describe (not the warm start)
+# Keys of the training loop's per-epoch record that events.csv leaves out on purpose: loop
+# bookkeeping (monitor, is_best, skipped_steps: metrics.json has amp.skipped_steps), the epoch's
+# wall time (its parts are the *_seconds columns) and a duplicate of val_loss (-val_reward_mean).
+EPOCH_RECORD_UNLOGGED = frozenset({"monitor", "is_best", "skipped_steps", "epoch_seconds", "val_reward_mean"})
+
+# -- what each epoch reports to Ray Tune ------------------------------------------------------------
+
+TUNE_METRIC, TUNE_MODE = "val_loss", "min"  # what ASHA compares
+TUNE_EPOCH_KEYS = (
+    "epoch", "train_loss", "val_loss", "val_mse", "reward_mean", "reward_std", "episodes",
+    "episodes_per_second", "samples_per_second", "lr", "skipped_steps",
+)
+TUNE_FINAL_KEYS = ("test_loss", "test_mse", "best_epoch")  # added to the last epoch's report
+
+# -- trial outcomes: stage_status.json "outcome" and the trials table's "status" ----------------------
+
+SUCCESS = "SUCCESS"  # the run finished
+PRUNED = "PRUNED"  # stopped by the scheduler between epochs
+ERROR = "ERROR"  # the run raised, or the trial failed after its retries
+HUNG = "HUNG"  # stopped by the hang rule
+INCOMPLETE = "INCOMPLETE"  # ended with no usable status (or unreadable files)
+RUNNING = "RUNNING"  # no runner verdict; metrics.json still says running
+INTERRUPTED = "INTERRUPTED"  # no runner verdict; the run was interrupted (Ctrl-C)
+TRIAL_STATUSES = (SUCCESS, PRUNED, ERROR, HUNG, INCOMPLETE, RUNNING, INTERRUPTED)
+PASSING_OUTCOMES = (SUCCESS, PRUNED)  # what a stage's pass rule counts
+UNFINISHED_STATUSES = (ERROR, HUNG, INCOMPLETE, INTERRUPTED)  # did not finish, not by the scheduler
+# A trial's status from its metrics.json alone (a plain run folder, or no runner verdict).
+RUN_STATUS_TO_TRIAL_STATUS = {
+    RUN_RUNNING: RUNNING,
+    RUN_SUCCESS: SUCCESS,
+    RUN_ERROR: ERROR,
+    RUN_INTERRUPTED: INTERRUPTED,
+}
+
+
+def trial_outcome(run_status: str | None, *, hung: bool = False, raised: bool = False) -> str:
+    """The sweep runner's verdict on a trial Tune has finished with.
+
+    ``run_status`` is metrics.json's status (None when missing), ``hung`` whether the hang rule
+    stopped it, ``raised`` whether Tune recorded an error. A trial still ``running`` was stopped by
+    the scheduler between epochs: PRUNED.
+    """
+    if hung:
+        return HUNG
+    if raised or run_status == RUN_ERROR:
+        return ERROR
+    if run_status == RUN_SUCCESS:
+        return SUCCESS
+    if run_status == RUN_RUNNING:
+        return PRUNED
+    return INCOMPLETE
+
+
+# -- the best-trial rule ------------------------------------------------------------------------------
+
+# The best trial is the finished (SUCCESS) trial with the lowest finite val_loss (metrics.json:
+# the val_loss of its best epoch); ties go to the first by (stage, trial_id). The sweep summary,
+# the results summary and the compendium all use best_trial.
+BEST_TRIAL_METRIC = "val_loss"
+BEST_TRIAL_STATUSES = (SUCCESS,)
+
+T = TypeVar("T")
+
+
+def _field(item: Any, name: str) -> Any:
+    return item.get(name) if isinstance(item, Mapping) else getattr(item, name, None)
+
+
+def ranking_value(status: Any, value: Any) -> float | None:
+    """The value a trial is ranked by (lower is better), or None when it is not ranked."""
+    if status not in BEST_TRIAL_STATUSES:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def best_trial(
+    trials: Iterable[T],
+    *,
+    status_key: str = "status",
+    tie_keys: tuple[str, ...] = ("stage", "trial_id"),
+) -> T | None:
+    """The best of ``trials`` (mappings or objects with the named fields), or None.
+
+    ``status_key`` names the field holding the trial status (``outcome`` in stage_status.json).
+
+    Example::
+
+        best_trial([{"status": "SUCCESS", "val_loss": 0.2, "trial_id": "a"},
+                    {"status": "PRUNED", "val_loss": 0.1, "trial_id": "b"}])["trial_id"]  # "a"
+    """
+    best: T | None = None
+    best_key: tuple | None = None
+    for trial in trials:
+        value = ranking_value(_field(trial, status_key), _field(trial, BEST_TRIAL_METRIC))
+        if value is None:
+            continue
+        key = (value, *("" if _field(trial, k) is None else str(_field(trial, k)) for k in tie_keys))
+        if best_key is None or key < best_key:
+            best, best_key = trial, key
+    return best
+
+
+# -- exit codes of every CLI ----------------------------------------------------------------------------
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # the work ran and failed (a run raised; a sweep stage failed its pass rule)
+EXIT_BAD_INPUT = 2  # bad arguments, config or data, found before any work starts (argparse's code too)
+EXIT_NO_GPU = 3  # the sweep: a GPU stage on a cluster that has no GPU and cannot add one
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, the shell's convention)
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "success",
+    EXIT_FAILURE: "failure: the work ran and failed",
+    EXIT_BAD_INPUT: "bad input: arguments, config or data (found before any work starts)",
+    EXIT_NO_GPU: "a GPU stage cannot get a GPU (sweeps only; pass --allow-cpu)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
