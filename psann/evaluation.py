@@ -40,10 +40,11 @@ def evaluate_run(
     split = config.eval_split
     X_split = data[f"X_{split}"]
     y_split = data.get(f"y_{split}")
+    cond = data.get(f"cond_{split}")  # per-sample conditioning (WaveResNet context_dim > 0)
     result: dict[str, Any] = {}
     if config.hisso is None:
         if y_split is not None:
-            pred = np.asarray(estimator.predict(X_split)).reshape(y_split.shape)
+            pred = np.asarray(estimator.predict(X_split, conditioning=cond)).reshape(y_split.shape)
             result["test_loss"] = result["test_mse"] = float(np.mean((pred - y_split) ** 2))
         return result
 
@@ -51,11 +52,11 @@ def evaluate_run(
     window = min(config.hisso.window, X_split.shape[0])
     if window >= 2:
         context = context_for(data, split) if facts["context_source"] == "context" else None
-        scores = hisso_evaluate_reward(estimator, X_split, context, window=window)
+        scores = hisso_evaluate_reward(estimator, X_split, context, window=window, conditioning=cond)
         result["test_loss"] = -scores["reward_window_mean"]
         result["test_reward_full"] = scores["reward_full"]
     if y_split is not None and y_split.shape[1] == facts["output_dim"]:
-        pred = estimator.predict_tensor(X_split).cpu().numpy()
+        pred = estimator.predict_tensor(X_split, conditioning=cond).cpu().numpy()
         result["test_mse"] = float(np.mean((pred - y_split) ** 2))
 
     prices_key = config.portfolio_prices_key
@@ -65,8 +66,8 @@ def evaluate_run(
         warn(f"no {prices_key} in the dataset: portfolio metrics skipped")
         return result
     result["portfolio"] = policy_metrics(
-        resolve_reward(facts["reward"]).metrics_fn,
-        hisso_infer_series(estimator, X_split),
+        resolve_reward(facts.get("reward_spec", facts["reward"])).metrics_fn,
+        hisso_infer_series(estimator, X_split, conditioning=cond),
         data[prices_key],
         split=split,
         prices_key=prices_key,

@@ -58,7 +58,27 @@ class ConfigError(ValidationError):
     (``hisso.window``), or the file path for a file that cannot be read as a config."""
 
 
+# Keys of configs written for the earlier psann CLI whose meaning here is unclear or different:
+# refused with the reason and what to write instead (docs/hisso_cli.md, "Coming from the earlier
+# psann CLI"). Keys whose meaning is clear are accepted (hidden_layers as WaveResNet's depth,
+# trans_cost, reward {target, kwargs}, ...).
+EARLIER_CLI_KEYS = {
+    "episodic": "is the earlier psann CLI's name of the HISSO section; rename it to 'hisso'",
+    "estimator.params.architecture": (
+        "was the earlier PSANNRegressor's switch between model families; name the class in "
+        "estimator.target instead (psann.WaveResNetRegressor, psann.ResConvPSANNRegressor, ...)"
+    ),
+    "hisso.episodes_per_batch": (
+        "was recorded by the earlier CLI for its own batching, which differs from ours; set "
+        "hisso.batch_episodes (episodes per update) and hisso.updates_per_epoch"
+    ),
+}
+
+
 def _unknown(key: str, allowed: tuple[str, ...] | list[str], prefix: str) -> ConfigError:
+    path = f"{prefix}.{key}" if prefix else str(key)
+    if path in EARLIER_CLI_KEYS:
+        return ConfigError(path, f"not supported: it {EARLIER_CLI_KEYS[path]}")
     return unknown_key(key, allowed, prefix, error=ConfigError)  # type: ignore[return-value]
 
 
@@ -141,6 +161,7 @@ class RunConfig:
     eval_split: str
     resolved: dict[str, Any] = field(repr=False)
     source: str | None = None  # the config file, when there is one
+    notes: tuple[str, ...] = ()  # deprecations in the config: the run logs them as warning events
 
 
 def _mapping(raw: Any, key: str) -> dict[str, Any]:
@@ -158,7 +179,7 @@ def _check_keys(section: dict[str, Any], name: str) -> None:
             raise _unknown(key, allowed, name)
 
 
-def _parse_estimator(raw: Any) -> tuple[type[BasePSANNEstimator], dict[str, Any]]:
+def _parse_estimator(raw: Any, notes: list[str]) -> tuple[type[BasePSANNEstimator], dict[str, Any]]:
     if raw is None:
         raise ConfigError("estimator", "missing required section (estimator: {target: ..., params: {...}})")
     section = _mapping(raw, "estimator")
@@ -172,13 +193,16 @@ def _parse_estimator(raw: Any) -> tuple[type[BasePSANNEstimator], dict[str, Any]
         if key not in known:
             raise _unknown(key, known, "estimator.params")
     try:
-        with warnings.catch_warnings():
-            # A config naming a deprecated alias is accepted; the resolved config records the
-            # canonical name, so there is nothing for the user to act on at run time.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            estimator = cls(**params)
+        estimator = cls(**params)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DeprecationWarning)
             estimator.validate_params()
-            resolved = estimator.canonical_params()
+        resolved = estimator.canonical_params()
+        for warning in caught:
+            # A deprecated name (hidden_layers for WaveResNet's depth) still runs; say so at the
+            # config's key (and in the run's log and events). config_resolved.yaml records the new name.
+            notes.append(f"estimator.params: {warning.message}")
+            warnings.warn(notes[-1], DeprecationWarning, stacklevel=3)
     except ValidationError as exc:  # keyed by the parameter name (hidden_units)
         raise _rekeyed(exc, "estimator.params") from exc
     except (TypeError, ValueError) as exc:  # an estimator that raises without a key: none is guessed
@@ -217,6 +241,9 @@ def _parse_hisso(raw: Any) -> tuple[HISSOOptions | None, dict[str, Any] | None]:
     if raw is None:
         return None, None
     section = _mapping(raw, "hisso")
+    for key in section:
+        if f"hisso.{key}" in EARLIER_CLI_KEYS:
+            raise _unknown(key, (), "hisso")
     enabled = section.get("enabled", True)
     if not isinstance(enabled, bool):
         raise ConfigError.expected("hisso.enabled", "true or false", enabled)
@@ -234,9 +261,9 @@ def _parse_hisso(raw: Any) -> tuple[HISSOOptions | None, dict[str, Any] | None]:
         # Resolve now, so a misspelt reward is a config error (exit 2), not a failure after training starts.
         try:
             resolve_reward(options.reward)
-        except ValidationError as exc:
-            # The reward is named by hisso.reward whatever key the registry gives its error.
-            raise ConfigError("hisso.reward", exc.reason) from exc
+        except ValidationError as exc:  # keyed hisso.reward, or hisso.reward.target / .kwargs
+            key = exc.key if exc.key.startswith("hisso.reward") else "hisso.reward"
+            raise ConfigError(key, exc.reason) from exc
         except (TypeError, ValueError) as exc:  # a registry error without a key
             raise ConfigError("hisso.reward", str(exc)) from exc
     resolved = {"enabled": enabled}
@@ -260,8 +287,16 @@ def parse_run_config(raw: Mapping[str, Any], *, base_dir: str | os.PathLike = ".
     for key in raw:
         if key not in SECTIONS:
             raise _unknown(key, SECTIONS, "")
-    cls, params = _parse_estimator(raw.get("estimator"))
+    notes: list[str] = []
+    cls, params = _parse_estimator(raw.get("estimator"), notes)
     hisso, hisso_resolved = _parse_hisso(raw.get("hisso"))
+    if hisso is not None and params.get("preserve_shape"):
+        raise ConfigError(
+            "estimator.params.preserve_shape",
+            "HISSO takes one action per sample (one row of X per time step); per-position outputs have "
+            "no meaning as allocations. Set it to false: (N, C, L) windows are then flattened "
+            "(dense, WaveResNet) or pooled (ResConv)",
+        )
     data = _parse_data(raw.get("data"), Path(base_dir))
 
     training = _mapping(raw.get("training"), "training")
@@ -315,6 +350,7 @@ def parse_run_config(raw: Mapping[str, Any], *, base_dir: str | os.PathLike = ".
         eval_split=split,
         resolved=resolved,
         source=source,
+        notes=tuple(notes),
     )
 
 

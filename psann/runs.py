@@ -98,7 +98,36 @@ def load_dataset(config: RunConfig) -> dict[str, np.ndarray]:
                     "hisso.window",
                     f"{config.hisso.window} is longer than X_{name} ({data[f'X_{name}'].shape[0]} rows)",
                 )
+        if data["X_train"].ndim > 2 and context_for(data, "train") is None:
+            raise ConfigError(
+                "data", f"X_train holds windows {data['X_train'].shape[1:]}, which cannot be read as prices; add prices_* keys"
+            )
+    _check_conditioning(config, data)
     return data
+
+
+def _check_conditioning(config: RunConfig, data: Mapping[str, np.ndarray]) -> None:
+    """cond_* dataset keys and estimator.params.context_dim must agree (before any work)."""
+    context_dim = int(config.estimator_params.get("context_dim") or 0)
+    given = sorted(key for key in data if key.startswith("cond_"))
+    if given and not context_dim:
+        raise ConfigError(
+            "estimator.params.context_dim",
+            f"the dataset has {', '.join(given)} (per-sample conditioning) but context_dim is 0; "
+            "set it to their width (WaveResNetRegressor)",
+        )
+    if not context_dim:
+        return
+    if not given and config.estimator_params.get("conditioning_builder") is None:
+        raise ConfigError(
+            "estimator.params.context_dim",
+            f"{context_dim} needs cond_* dataset keys or estimator.params.conditioning_builder",
+        )
+    for key in given:
+        if data[key].shape[1] != context_dim:
+            raise ConfigError(key, f"expected {context_dim} columns (estimator.params.context_dim), got {data[key].shape}")
+    if given and "cond_train" not in given:
+        raise ConfigError("cond_train", f"missing, but {', '.join(given)} given")
 
 
 def prepare_run_dir(output_dir: str | Path, run_name: str) -> Path:
@@ -279,6 +308,9 @@ def execute_run(
             f"resume={'yes' if resume_state is not None else 'no'} started={datetime.now(timezone.utc).isoformat()}",
         )
         logger.info("run %s: %s, seed %d, folder %s", run_dir.name, type(run.estimator).__name__, run.seed, run_dir)
+        for note in config.notes:
+            run.events.write("warning", message=note)
+            logger.warning("%s", note)
         try:
             data = dict(dataset) if dataset is not None else load_dataset(config)
             shapes = " ".join(f"{k}={tuple(v.shape)}" for k, v in data.items())
@@ -314,10 +346,11 @@ def _fit(run: _Run, data: Mapping[str, np.ndarray], callbacks: list[Callback], r
     config, est = run.config, run.estimator
     all_callbacks = [_RunRecorder(run)] + callbacks
     est.verbose = max(int(est.verbose), int(config.verbose))
+    conditioning = {"conditioning": data.get("cond_train"), "conditioning_val": data.get("cond_val")}
     if config.hisso is None:
         validation = (data["X_val"], data["y_val"]) if "X_val" in data and "y_val" in data else None
         est.fit(data["X_train"], data["y_train"], validation_data=validation, callbacks=all_callbacks,
-                resume_state=resume_state)
+                resume_state=resume_state, **conditioning)
         _save_final_best(run)
         return
     options = config.hisso
@@ -335,6 +368,7 @@ def _fit(run: _Run, data: Mapping[str, np.ndarray], callbacks: list[Callback], r
         validation_data=validation,
         callbacks=all_callbacks,
         resume_state=resume_state,
+        **conditioning,
     )
     _save_final_best(run)
 

@@ -1,8 +1,8 @@
 """The one training loop every estimator uses, its callbacks, LR schedule and history.
 
 The loop owns the optimiser, the learning-rate schedule, mixed precision, early stopping and the
-best-epoch snapshot. What happens inside an epoch is a *phase* (``SupervisedPhase`` here, the HISSO
-phase in ``psann.hisso.trainer``): it runs its updates through ``loop.optimizer_step`` and returns a
+best-epoch snapshot. What happens inside an epoch is a *phase* (``psann.supervised.SupervisedPhase``,
+the HISSO phase in ``psann.hisso.trainer``): it runs its updates through ``loop.optimizer_step`` and returns a
 flat dict of floats. Every epoch produces one record (a flat dict) that callbacks read: logging,
 the run folder writer and the Tune reporter are all just callbacks.
 """
@@ -27,7 +27,6 @@ __all__ = [
     "History",
     "LoopConfig",
     "Phase",
-    "SupervisedPhase",
     "TrainingLoop",
     "TrainingSnapshot",
     "lr_at_step",
@@ -422,114 +421,3 @@ def _adam(model: nn.Module, config: LoopConfig) -> torch.optim.Adam:
 def _same_structure(a: nn.Module, b: nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape for k in sa)
-
-
-def check_finite_loss(value: float, *, phase: str, epoch: int) -> None:
-    """Raise when an epoch's loss is NaN/inf, so divergence never propagates silently."""
-    if not math.isfinite(value):
-        raise FloatingPointError(
-            f"{phase} epoch {epoch}: loss is {value} (training diverged); lower lr or enable grad_clip"
-        )
-
-
-class SupervisedPhase:
-    """Minibatch regression on device tensors with MSE.
-
-    Stateless models are shuffled each epoch with a seeded generator; stateful models (those with
-    ``stateful = True`` and a ``reset_state()`` method) are never shuffled, and their state is reset
-    every batch, every epoch or never (``state_reset``).
-    """
-
-    name = "supervised"
-
-    def __init__(
-        self,
-        X: torch.Tensor,
-        y: torch.Tensor,
-        *,
-        batch_size: int,
-        generator: torch.Generator,
-        X_val: torch.Tensor | None = None,
-        y_val: torch.Tensor | None = None,
-        forward=None,
-        state_reset: str = "batch",
-        phase_name: str = "supervised",
-        stateful: bool = False,
-    ) -> None:
-        if X.shape[0] != y.shape[0]:
-            raise ValueError(f"X and y lengths differ: X {tuple(X.shape)}, y {tuple(y.shape)}")
-        self.X, self.y = X, y
-        self.X_val, self.y_val = X_val, y_val
-        self.batch_size = max(1, min(int(batch_size), X.shape[0]))
-        self.generator = generator
-        self.forward = forward
-        self.name = phase_name
-        self.stateful = stateful
-        if state_reset not in ("batch", "epoch", "none"):
-            raise ValueError(f"state_reset must be 'batch', 'epoch' or 'none'. Got {state_reset!r} instead.")
-        self.state_reset = state_reset
-        self.shuffle = not stateful
-        self.steps_per_epoch = math.ceil(X.shape[0] / self.batch_size)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "train_samples": int(self.X.shape[0]),
-            "val_samples": int(self.X_val.shape[0]) if self.X_val is not None else 0,
-            "batch_size": self.batch_size,
-            "steps_per_epoch": self.steps_per_epoch,
-            "shuffle": self.shuffle,
-            "stateful": self.stateful,
-            "state_reset": self.state_reset if self.stateful else None,
-        }
-
-    def _predict(self, loop: TrainingLoop, xb: torch.Tensor) -> torch.Tensor:
-        model = loop.model
-        return self.forward(model, xb) if self.forward is not None else model(xb)
-
-    def train_epoch(self, loop: TrainingLoop, epoch: int) -> dict[str, float]:
-        n = self.X.shape[0]
-        if self.shuffle:
-            order = torch.randperm(n, generator=self.generator).to(self.X.device, non_blocking=True)
-        else:
-            order = None
-        if self.stateful and self.state_reset == "epoch":
-            loop.model.reset_state()
-        total = torch.zeros((), device=self.X.device)
-        started = time.perf_counter()
-        for start in range(0, n, self.batch_size):
-            with loop.timers.section("data"):
-                if order is None:
-                    xb, yb = self.X[start : start + self.batch_size], self.y[start : start + self.batch_size]
-                else:
-                    idx = order[start : start + self.batch_size]
-                    xb, yb = self.X.index_select(0, idx), self.y.index_select(0, idx)
-            if self.stateful and self.state_reset == "batch":
-                loop.model.reset_state()
-            with loop.timers.section("forward"):
-                with loop.autocast():
-                    pred = self._predict(loop, xb)
-                    loss = torch.mean((pred.float() - yb) ** 2)
-            loop.optimizer_step(loss)
-            total += loss.detach() * xb.shape[0]
-        train_loss = float(total) / n
-        check_finite_loss(train_loss, phase=self.name, epoch=epoch)
-        seconds = time.perf_counter() - started
-        return {"train_loss": train_loss, "samples_per_second": n / seconds if seconds > 0 else None}
-
-    def validate(self, loop: TrainingLoop) -> dict[str, float]:
-        if self.X_val is None or self.y_val is None:
-            return {}
-        if self.stateful and self.state_reset != "none":
-            loop.model.reset_state()
-        preds = []
-        for start in range(0, self.X_val.shape[0], self.batch_size * 8):
-            with loop.autocast():
-                preds.append(self._predict(loop, self.X_val[start : start + self.batch_size * 8]).float())
-        mse = float(torch.mean((torch.cat(preds) - self.y_val) ** 2))
-        return {"val_loss": mse, "val_mse": mse}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])

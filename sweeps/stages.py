@@ -8,7 +8,6 @@ an autoscaler can add them, or when CPU fallback was allowed (then it runs on CP
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
@@ -36,7 +35,7 @@ from psann.contract import (
 from sweeps.spec import StageSpec, SweepSpec, grid_size, to_param_space
 from sweeps.storage import SweepStore
 from sweeps.trainable import hisso_trial
-from sweeps.watchdog import HUNG_RECORD, HangGuard
+from sweeps.watchdog import HangGuard
 
 __all__ = ["StageResult", "TrialOutcome", "GPUUnavailableError", "StageInterruptedError", "run_stage", "run_sweep", "format_summary", "gpu_capacity"]
 

@@ -27,7 +27,8 @@ from psann.estimators._input import validate_X, validate_y
 from psann.estimators._layout import to_channels_first
 from psann.estimators._params import DEPRECATED, check_params, warn_deprecated
 from psann.snapshot import TrainingSnapshot
-from psann.training import Callback, LoopConfig, SupervisedPhase, TrainingLoop
+from psann.supervised import SupervisedPhase
+from psann.training import Callback, LoopConfig, TrainingLoop
 
 __all__ = ["BasePSANNEstimator", "resolve_device"]
 

@@ -19,7 +19,8 @@ from psann.hisso.rewards import resolve_reward
 from psann.hisso.trainer import HISSOPhase, resolve_context
 from psann.snapshot import TrainingSnapshot
 from psann.tensors import as_float_tensor
-from psann.training import Callback, SupervisedPhase
+from psann.supervised import SupervisedPhase
+from psann.training import Callback
 
 __all__ = ["fit_hisso"]
 
@@ -163,6 +164,7 @@ def fit_hisso(
         "primary_transform": opts.primary_transform,
         "transition_penalty": opts.transition_penalty,
         "reward": strategy.name,
+        "reward_spec": strategy.resolvable,  # what resolve_reward rebuilds it from (bound kwargs kept)
         "context_source": source,
         "output_dim": output_dim,
         "input_noise": opts.input_noise,

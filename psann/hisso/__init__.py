@@ -27,4 +27,5 @@ __all__ = [
     "portfolio_reward",
     "register_reward_strategy",
     "resolve_context",
+    "resolve_reward",
 ]

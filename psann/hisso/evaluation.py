@@ -65,7 +65,7 @@ def hisso_evaluate_reward(
     X_t = as_float_tensor(X, "X", device)
     ctx_in = as_float_tensor(context, "context", device) if context is not None else None
     ctx, _ = resolve_context(X_t, ctx_in, output_dim=facts["output_dim"])
-    strategy = resolve_reward(facts["reward"])
+    strategy = resolve_reward(facts.get("reward_spec", facts["reward"]))
     penalty = facts["transition_penalty"]
     steps = actions.shape[0]
     full = call_reward(strategy.reward_fn, actions.unsqueeze(0), ctx.unsqueeze(0), penalty)

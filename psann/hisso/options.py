@@ -76,7 +76,8 @@ class HISSOOptions:
     updates_per_epoch: int = 16  # updates that make one epoch
     primary_transform: str = "softmax"  # softmax (allocations), tanh or identity
     transition_penalty: float = 0.0  # L1 penalty on action changes (alias: trans_cost)
-    reward: str | Callable[..., Any] | None = None  # registry name, import path or callable
+    # registry name, import path, {target: path, kwargs: {...}} (kwargs bound) or callable
+    reward: str | Mapping[str, Any] | Callable[..., Any] | None = None
     input_noise: float = 0.0  # std of Gaussian noise added to episode inputs in training
     supervised: WarmStartOptions | None = None  # optional supervised warm start
     mixed_precision: bool = False  # autocast on CUDA
@@ -100,8 +101,10 @@ class HISSOOptions:
             raise ValidationError.expected("hisso.mixed_precision", "true or false", self.mixed_precision)
         _check_choice(self.amp_dtype, "hisso.amp_dtype", AMP_DTYPES)
         _check_choice(self.state_reset, "hisso.state_reset", STATE_RESETS)
-        if self.reward is not None and not (isinstance(self.reward, str) or callable(self.reward)):
-            raise ValidationError.expected("hisso.reward", "a reward name, an import path or a callable", self.reward)
+        if self.reward is not None and not (isinstance(self.reward, (str, Mapping)) or callable(self.reward)):
+            raise ValidationError.expected(
+                "hisso.reward", "a reward name, an import path, a {target, kwargs} mapping or a callable", self.reward
+            )
         if self.supervised is not None and not isinstance(self.supervised, WarmStartOptions):
             raise ValidationError.expected("hisso.supervised", "a mapping of warm-start options", self.supervised)
 
@@ -114,6 +117,8 @@ class HISSOOptions:
         data.pop("enabled", None)
         allowed = [f.name for f in fields(cls)] + ["trans_cost"]
         _unknown_keys(data, allowed, "hisso")
+        if "trans_cost" in data and data["trans_cost"] is None:
+            del data["trans_cost"]  # the earlier CLI wrote `trans_cost: null` for "not set"
         if "trans_cost" in data:
             alias = data.pop("trans_cost")
             if "transition_penalty" in data and data["transition_penalty"] != alias:

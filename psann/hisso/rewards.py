@@ -17,12 +17,13 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass, replace
+from collections.abc import Mapping
 from typing import Any, Callable, Union
 
 import torch
 
 from psann._imports import import_object
-from psann.errors import ValidationError, did_you_mean
+from psann.errors import ValidationError, did_you_mean, unknown_key
 from psann.metrics import GROWTH_FLOOR, portfolio_metrics
 
 __all__ = [
@@ -49,6 +50,14 @@ class RewardStrategy:
     reward_fn: RewardFn  # (actions (B,T,M), context (B,T,M|1), **kw) -> (B,)
     # (allocations (T,M), prices (T,M), trans_cost) -> dict of floats; metrics.json "portfolio"
     metrics_fn: MetricsFn = portfolio_metrics
+    # What resolve_reward takes to rebuild this strategy: the name, or {"target", "kwargs"} when
+    # keyword arguments are bound (saved models and evaluation resolve it again).
+    spec: Any = None
+
+    @property
+    def resolvable(self) -> Any:
+        """The JSON value that ``resolve_reward`` turns back into this strategy."""
+        return self.name if self.spec is None else self.spec
 
 
 def _check_episode_shapes(actions: torch.Tensor, context: torch.Tensor) -> None:
@@ -180,13 +189,43 @@ def _callable_name(fn: Callable) -> str:
     return f"{module}.{qualname}"
 
 
-def resolve_reward(spec: Union[str, RewardStrategy, RewardFn]) -> RewardStrategy:
+def _bound_reward(spec: Mapping[str, Any]) -> RewardStrategy:
+    """``{target: import path, kwargs: {...}}``: the target's reward with the kwargs bound."""
+    unknown = sorted(set(spec) - {"target", "kwargs"})
+    if unknown:
+        raise unknown_key(unknown[0], ["target", "kwargs"], "hisso.reward")
+    target, kwargs = spec.get("target"), spec.get("kwargs") or {}
+    if not isinstance(target, str) or not target.strip():
+        raise ValidationError.expected("hisso.reward.target", "an import path such as 'package.module:function'", target)
+    if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+        raise ValidationError.expected("hisso.reward.kwargs", "a mapping of keyword arguments", kwargs)
+    try:
+        base = resolve_reward(target.strip())
+    except ValidationError as exc:
+        raise ValidationError("hisso.reward.target", exc.reason) from exc
+    fn = functools.partial(base.reward_fn, **dict(kwargs))
+    try:
+        inspect.signature(fn).bind_partial()
+    except (TypeError, ValueError) as exc:
+        raise ValidationError("hisso.reward.kwargs", f"do not fit {target}: {exc}") from exc
+    bound = ", ".join(f"{key}={value!r}" for key, value in kwargs.items())
+    return RewardStrategy(
+        name=f"{base.name}({bound})" if kwargs else base.name,
+        reward_fn=fn,
+        metrics_fn=base.metrics_fn,
+        spec={"target": target.strip(), "kwargs": dict(kwargs)} if kwargs else None,
+    )
+
+
+def resolve_reward(spec: Union[str, RewardStrategy, RewardFn, Mapping[str, Any]]) -> RewardStrategy:
     """Turn the ``hisso.reward`` setting into a :class:`RewardStrategy`.
 
     ``spec`` may be a registered name (``"portfolio"``), an import path
     (``"package.module:function"`` or ``"package.module.function"``; a function is paired with
     :func:`psann.metrics.portfolio_metrics`; an imported RewardStrategy keeps its functions; both
-    are named by the path as written), a RewardStrategy, or a callable. A callable is named
+    are named by the path as written), a mapping ``{target: <name or path>, kwargs: {...}}`` whose
+    kwargs are bound to the reward function (the earlier psann CLI's form; the strategy keeps the
+    mapping as its ``spec``), a RewardStrategy, or a callable. A callable is named
     ``"<module>.<qualname>"`` so runs can record it; a lambda is named ``"<lambda>"`` and cannot
     be persisted or reloaded by name, so prefer a module-level function.
 
@@ -196,6 +235,8 @@ def resolve_reward(spec: Union[str, RewardStrategy, RewardFn]) -> RewardStrategy
     """
     if isinstance(spec, RewardStrategy):
         return spec
+    if isinstance(spec, Mapping):
+        return _bound_reward(spec)
     if isinstance(spec, str):
         key = spec.strip().lower()
         if key in _REGISTRY:
@@ -218,8 +259,8 @@ def resolve_reward(spec: Union[str, RewardStrategy, RewardFn]) -> RewardStrategy
     if callable(spec):
         return RewardStrategy(name=_callable_name(spec), reward_fn=spec, metrics_fn=portfolio_metrics)
     raise TypeError(
-        "hisso.reward must be a registered name, an import path, a RewardStrategy or a callable; "
-        f"got {type(spec).__name__}."
+        "hisso.reward must be a registered name, an import path, a {target, kwargs} mapping, "
+        f"a RewardStrategy or a callable; got {type(spec).__name__}."
     )
 
 

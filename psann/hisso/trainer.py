@@ -19,7 +19,8 @@ import torch
 
 from psann.hisso.options import HISSOOptions
 from psann.hisso.rewards import RewardStrategy, call_reward
-from psann.training import TrainingLoop, check_finite_loss
+from psann.supervised import check_finite_loss
+from psann.training import TrainingLoop
 
 __all__ = ["HISSOPhase", "apply_transform", "resolve_context"]
 

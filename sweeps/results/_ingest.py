@@ -23,7 +23,7 @@ from psann.contract import INCOMPLETE
 
 from . import _schema as S
 from . import _store
-from ._trial import Stage, discover, fingerprint, read_trial
+from ._trial import Stage, TrialSource, discover, fingerprint, read_trial
 
 logger = logging.getLogger(__name__)
 

@@ -137,7 +137,7 @@ def _last_result(trial_dir: Path) -> dict:
     return json.loads(lines[-1])
 
 
-def test_a_sweep_with_address_puts_smoke_on_the_head_and_the_gpu_stage_on_the_worker(cluster):
+def test_a_sweep_with_address_runs_smoke_then_puts_the_gpu_stage_on_the_worker(cluster):
     if not (REPO / "sweeps" / "hisso_wave.py").exists():
         pytest.skip("sweeps/hisso_wave.py is not there yet")
     overrides = ("{hisso.mixed_precision: false, data.kwargs.steps: 400, "
@@ -154,7 +154,9 @@ def test_a_sweep_with_address_puts_smoke_on_the_head_and_the_gpu_stage_on_the_wo
     [smoke] = [p for p in (storage / "e2e" / "smoke").iterdir() if (p / "result.json").exists()]
     [gpu] = [p for p in (storage / "e2e" / "hisso").iterdir() if (p / "result.json").exists()]
     assert (smoke / "metrics.json").exists() and (gpu / "metrics.json").exists()
-    assert _last_result(smoke)["node_id"] == cluster.probe["head"]
+    # A CPU-only smoke trial may run on any node with a free CPU (the GPU worker declares CPU 1
+    # too, and Ray's scheduler picks by load), so only the GPU trial's node is fixed.
+    assert _last_result(smoke)["node_id"] in (cluster.probe["head"], cluster.probe["node"])
     assert _last_result(gpu)["node_id"] == cluster.probe["node"]  # the autoscaled GPU worker
     assert len(cluster.fake.calls("POST", "/v2/pods")) == 2  # the running worker was reused
 

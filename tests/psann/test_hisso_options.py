@@ -58,7 +58,7 @@ def test_negative_penalty_and_noise_are_refused(field):
         ({"eval_seed": -1}, "hisso.eval_seed", r"expected an int >= 0"),
         ({"grad_clip": "big"}, "hisso.grad_clip", r"expected a finite number >= 0.0, got 'big'"),
         ({"mixed_precision": "yes"}, "hisso.mixed_precision", r"expected true or false"),
-        ({"reward": 3}, "hisso.reward", r"expected a reward name, an import path or a callable"),
+        ({"reward": 3}, "hisso.reward", r"expected a reward name, an import path, a {target, kwargs} mapping or a callable"),
         ({"transition_penalty": float("nan")}, "hisso.transition_penalty", r"expected a finite number"),
         ({"supervised": "yes"}, "hisso.supervised", r"expected a mapping of warm-start options"),
     ],

@@ -214,7 +214,8 @@ def test_an_estimator_error_without_a_key_is_not_keyed_by_guessing_from_its_text
 
 
 def test_deprecated_alias_is_accepted_and_resolved_to_its_canonical_name():
-    config = parse_run_config(_config(**{"estimator.params": {"hidden_width": 6, "epochs": 2, "device": "cpu"}}))
+    with pytest.warns(DeprecationWarning, match="estimator.params: PSANNRegressor: 'hidden_width' is deprecated, use 'hidden_units'"):
+        config = parse_run_config(_config(**{"estimator.params": {"hidden_width": 6, "epochs": 2, "device": "cpu"}}))
     assert config.estimator_params["hidden_units"] == 6
     assert "hidden_width" not in config.resolved["estimator"]["params"]
 
@@ -348,3 +349,65 @@ def test_valid_window_and_trans_cost_are_kept_exactly(window, trans_cost):
     assert config.hisso.window == window
     assert config.resolved["hisso"]["window"] == window
     assert config.trans_cost == trans_cost and math.isfinite(config.trans_cost)
+
+
+# -- configs written for the earlier psann CLI -----------------------------------------------------
+
+
+def test_earlier_cli_hidden_layers_is_wave_resnets_depth_with_a_warning_naming_depth():
+    raw = _config(**{"estimator.target": "psann.WaveResNetRegressor", "estimator.params": {"hidden_layers": 3}})
+    with pytest.warns(DeprecationWarning, match="'hidden_layers' is deprecated, use 'depth'"):
+        config = parse_run_config(raw)
+    assert config.estimator_params["depth"] == 3
+    assert "hidden_layers" not in config.resolved["estimator"]["params"]
+
+
+@pytest.mark.parametrize(
+    "edits, key",
+    [
+        ({"episodic": {"enabled": True}}, "episodic"),
+        ({"estimator.params": {"architecture": "wave"}}, "estimator.params.architecture"),
+        ({"hisso.episodes_per_batch": 32}, "hisso.episodes_per_batch"),
+    ],
+)
+def test_earlier_cli_keys_with_another_meaning_are_refused_with_the_reason(edits, key):
+    raw = _config(**{k: v for k, v in edits.items() if k != "episodic"})
+    if "episodic" in edits:
+        raw["episodic"] = edits["episodic"]
+    error = _error(raw)
+    assert error.key == key
+    assert error.reason.startswith("not supported: it ")
+
+
+def test_hisso_with_per_position_outputs_is_refused_before_any_work():
+    raw = _config(**{"estimator.target": "psann.WaveResNetRegressor", "estimator.params": {"preserve_shape": True}})
+    error = _error(raw)
+    assert error.key == "estimator.params.preserve_shape"
+    assert "one action per sample" in error.reason
+
+
+def test_trans_cost_null_means_not_set():
+    config = parse_run_config(_config(**{"hisso.trans_cost": None, "hisso.transition_penalty": 0.02}))
+    assert config.hisso.transition_penalty == 0.02
+
+
+def test_reward_as_target_and_kwargs_is_bound_and_recorded():
+    raw = _config(**{"hisso.reward": {"target": "psann.hisso.rewards:portfolio_reward", "kwargs": {"transition_penalty": 0.0}}})
+    config = parse_run_config(raw)
+    assert config.resolved["hisso"]["reward"] == {
+        "target": "psann.hisso.rewards:portfolio_reward", "kwargs": {"transition_penalty": 0.0},
+    }
+
+
+@pytest.mark.parametrize(
+    "reward, key",
+    [
+        ({"target": "psann.hisso.rewards:no_such_reward"}, "hisso.reward.target"),
+        ({"target": "psann.hisso.rewards:portfolio_reward", "kwargs": {"no_such_arg": 1}}, "hisso.reward.kwargs"),
+        ({"target": "psann.hisso.rewards:portfolio_reward", "kwarg": {}}, "hisso.reward.kwarg"),
+        ({"kwargs": {}}, "hisso.reward.target"),
+    ],
+)
+def test_bad_reward_mappings_are_refused_by_their_key(reward, key):
+    error = _error(_config(**{"hisso.reward": reward}))
+    assert error.key == key

@@ -425,3 +425,50 @@ def test_hisso_policy_beats_equal_weight_on_the_regime_market_on_average_over_3_
         portfolio = result.metrics["portfolio"]
         margins.append(portfolio["policy"]["log_return"] - portfolio["equal_weight"]["log_return"])
     assert np.mean(margins) > 0.0, margins
+
+
+def test_the_gpu_stage_config_trains_on_channels_first_windows(tmp_path):
+    # configs/hisso/wave_resnet_small.yaml, shrunk to a CPU smoke run: the shape stays (N, 4, 128).
+    raw = yaml.safe_load((REPO / "configs" / "hisso" / "wave_resnet_small.yaml").read_text())
+    raw["estimator"]["params"].update(epochs=1, hidden_units=8, depth=1, device="cpu", w0_warmup_epochs=0)
+    raw["hisso"].update(mixed_precision=False, updates_per_epoch=2)
+    raw["data"]["kwargs"]["steps"] = 400
+    config = parse_run_config(raw, base_dir=REPO / "configs" / "hisso")
+    data = load_dataset(config)
+    assert data["X_train"].shape[1:] == (4, 128)
+    result = execute_run(config, prepare_run_dir(tmp_path, "windows"), dataset=data)
+    assert result.status == "success"
+    metrics = result.metrics
+    assert metrics["portfolio"]["policy"]["cum_return"] is not None
+
+
+def test_conditioning_keys_need_a_wave_resnet_with_context_dim(tmp_path):
+    from psann.runconfig import ConfigError
+
+    data = psann.data.toy_hisso_dataset(steps=120, seed=0)
+    data["cond_train"] = np.ones((data["X_train"].shape[0], 2), np.float32)
+    path = tmp_path / "with_cond.npz"
+    np.savez(path, **data)
+    raw = {"estimator": {"target": "psann.PSANNRegressor", "params": {"epochs": 1, "device": "cpu"}},
+           "hisso": {"enabled": False}, "data": {"npz": str(path)}}
+    with pytest.raises(ConfigError) as info:
+        load_dataset(parse_run_config(raw))
+    assert info.value.key == "estimator.params.context_dim"
+
+
+def test_a_supervised_run_feeds_cond_keys_to_wave_resnet_conditioning(tmp_path):
+    rng = np.random.default_rng(0)
+    data = {}
+    for split, n in (("train", 60), ("val", 20), ("test", 20)):
+        X, cond = rng.normal(size=(n, 3)), rng.normal(size=(n, 2))
+        data.update({f"X_{split}": X, f"cond_{split}": cond, f"y_{split}": X[:, :1] * cond[:, :1]})
+    path = tmp_path / "cond.npz"
+    np.savez(path, **data)
+    raw = {"estimator": {"target": "psann.WaveResNetRegressor",
+                         "params": {"epochs": 2, "hidden_units": 8, "depth": 1, "context_dim": 2, "device": "cpu"}},
+           "hisso": {"enabled": False}, "data": {"npz": str(path)}, "evaluation": {"portfolio_prices_key": None}}
+    result = execute_run(parse_run_config(raw), prepare_run_dir(tmp_path, "cond"))
+    assert result.status == "success", result.metrics.get("error")
+    assert result.metrics["test_loss"] is not None
+    loaded = psann.WaveResNetRegressor.load(tmp_path / "cond" / "checkpoints" / "best")
+    assert loaded.model_.conditioning_dim == 2

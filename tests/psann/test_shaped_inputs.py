@@ -282,3 +282,15 @@ def test_warm_start_uses_the_hisso_mixed_precision_setting():
                 supervised={"epochs": 1, "batch_size": 16})
     _est(PSANNRegressor).fit(X, rng.normal(size=(60, 2)), hisso=True, hisso_options=opts, context=prices, callbacks=[Phases()])
     assert seen == [("warm_start", True), ("hisso", True)]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("amp_dtype", ["float16", "bfloat16"])
+def test_cuda_autocast_in_supervised_fits_of_windows_counts_skipped_steps(amp_dtype):
+    X = np.random.default_rng(10).normal(size=(64, 4, 32)).astype(np.float32)
+    est = _est(WaveResNetRegressor, device="cuda", mixed_precision=True, amp_dtype=amp_dtype)
+    est.fit(X, X.mean(axis=(1, 2)), callbacks=[InfGradientAt(step=1)])
+    assert est.amp_["enabled"] is True and est.amp_["dtype"] == amp_dtype
+    assert est.amp_["skipped_steps"] >= 1
+    assert np.isfinite(est.predict(X)).all()

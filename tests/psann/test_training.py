@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from psann import PSANNRegressor
-from psann.training import Callback, LoopConfig, SupervisedPhase, TrainingLoop, lr_at_step
+from psann.supervised import SupervisedPhase
+from psann.training import Callback, LoopConfig, TrainingLoop, lr_at_step
 
 CPU = torch.device("cpu")
 
@@ -305,7 +306,7 @@ def test_unknown_state_reset_cadence_is_refused():
 
 
 def test_diverging_training_raises_instead_of_propagating_nan():
-    from psann.training import check_finite_loss
+    from psann.supervised import check_finite_loss
 
     with pytest.raises(FloatingPointError, match="epoch 3: loss is nan"):
         check_finite_loss(float("nan"), phase="supervised", epoch=3)
