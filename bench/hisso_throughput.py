@@ -168,23 +168,25 @@ def naive(config: Configuration, device: str, X, prices, updates: int) -> float:
 
 def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
-    targets = [("cpu", "fp32")]
+    targets = [] if args.cuda_only else [("cpu", "fp32")]
     if torch.cuda.is_available() and not args.cpu_only:
         targets += [("cuda", "fp32"), ("cuda", "fp16"), ("cuda", "bf16")]
+    elif args.cuda_only:
+        print("no CUDA device: no rows to measure (--cuda-only)", flush=True)
     rows = []
     for name in args.configs:
         config = CONFIGURATIONS[name]
         X, prices = load_data(config.data, args.steps)
         for device, precision in targets:
             naive_rates: list[float] = []
-            runs: dict[int, list[dict]] = {batch: [] for batch in BATCH_EPISODES}
+            runs: dict[int, list[dict]] = {batch: [] for batch in args.batch_episodes}
             # Interleaved repeats: each ratio's two figures are measured minutes apart, not a whole run.
             for _ in range(args.repeats):
                 naive_rates.append(naive(config, device, X, prices, args.naive_updates))
-                for batch in BATCH_EPISODES:
+                for batch in args.batch_episodes:
                     runs[batch].append(vectorised(config, device, precision, batch, X, prices, args))
             naive_rate = median(naive_rates)
-            for batch in BATCH_EPISODES:
+            for batch in args.batch_episodes:
                 rate = median([r["episodes_per_second"] for r in runs[batch]])
                 rows.append({
                     "config": name,
@@ -245,6 +247,9 @@ def main(argv: list[str] | None = None) -> None:
         help="configurations to run (default: all)",
     )
     parser.add_argument("--cpu-only", action="store_true", help="skip CUDA even when present")
+    parser.add_argument("--cuda-only", action="store_true", help="only the CUDA rows (none without a GPU)")
+    parser.add_argument("--batch-episodes", type=int, nargs="+", default=list(BATCH_EPISODES),
+                        help=f"episodes per update to measure (default: {' '.join(map(str, BATCH_EPISODES))})")
     parser.add_argument(
         "--quick", action="store_true", help="short run: 2 epochs x 4 updates, 16 naive updates, 1 repeat, 600 steps"
     )

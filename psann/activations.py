@@ -6,7 +6,8 @@ Per output neuron j, applied to a pre-activation z::
 
 A, f and d are stored unconstrained and mapped through softplus, so they stay positive whatever the
 optimiser does. The parameters broadcast along one feature dimension, so the same module serves
-dense (N, F) tensors and convolutional (N, C, *) or (N, *, C) tensors.
+dense (N, F) tensors and convolutional (N, C, *) or (N, *, C) tensors. The computation itself, with
+its hand-written backward, lives in psann/_sine_kernel.py.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from psann._sine_kernel import sine_activation
+
 __all__ = [
     "SineActivation",
     "SineConfig",
     "SineLayer",
+    "W0Scale",
     "siren_init_",
     "inverse_softplus",
 ]
@@ -122,6 +126,10 @@ class SineActivation(nn.Module):
             else:
                 self.register_buffer(f"_{name}", tensor)
         self._bounds = dict(self.config.bounds or {})
+        # The same bounds as a hashable constant for the kernel (torch.compile guards on it).
+        self._bounds_rows = tuple(
+            None if name not in self._bounds else tuple(self._bounds[name]) for name in _PARAM_NAMES
+        )
 
     def _positive(self, name: str) -> torch.Tensor:
         value = F.softplus(getattr(self, f"_{name}"))
@@ -144,30 +152,33 @@ class SineActivation(nn.Module):
     def decay(self) -> torch.Tensor:
         return self._positive("decay")
 
-    def _shape_for(self, z: torch.Tensor) -> list[int]:
+    def _check_input(self, z: torch.Tensor) -> None:
         dim = self.feature_dim if self.feature_dim >= 0 else z.dim() + self.feature_dim
         if not 0 <= dim < z.dim() or z.shape[dim] != self.features:
             raise ValueError(
                 f"SineActivation expected {self.features} features on dim {self.feature_dim}; "
                 f"got input of shape {tuple(z.shape)}"
             )
-        shape = [1] * z.dim()
-        shape[dim] = self.features
-        return shape
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        shape = self._shape_for(z)
-        amplitude = self.amplitude.view(shape)
-        sine = torch.sin(self.frequency.view(shape) * z)
-        mode = self.config.decay_mode
-        if mode == "none":
-            return amplitude * sine
-        envelope = z.abs() if mode == "abs" else torch.relu(z)
-        # A * exp(-d g) computed as exp(log A - d g): one full-size op fewer forward and backward
-        # (this activation dominates a small network's step time). The clamp only matters when
-        # bounds pin A at 0, where log(0) would make the gradient NaN.
-        log_amplitude = torch.log(amplitude.clamp_min(1e-30))
-        return sine * torch.exp(torch.addcmul(log_amplitude, envelope, self.decay.view(shape), value=-1.0))
+    def forward(self, z: torch.Tensor, w0: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply the activation to ``z``, or to ``w0 * z`` when a 0-d tensor w0 > 0 is given.
+
+        w0 is folded into the frequency and decay (exact, as g is positively homogeneous), so the
+        scaled call costs no full-size multiply. Eagerly, forward and backward are one autograd
+        Function (psann/_sine_kernel.py; double backward recomputes through autograd); under
+        torch.compile, the plain formula, which inductor fuses.
+        """
+        self._check_input(z)
+        return sine_activation(
+            z,
+            self._amplitude,
+            self._frequency,
+            self._decay,
+            decay_mode=self.config.decay_mode,
+            feature_dim=self.feature_dim,
+            bounds=self._bounds_rows,
+            w0=w0,
+        )
 
     def extra_repr(self) -> str:
         return f"features={self.features}, decay_mode={self.config.decay_mode!r}, feature_dim={self.feature_dim}"
@@ -191,11 +202,53 @@ def siren_init_(linear: nn.Linear | nn.Conv1d | nn.Conv2d, *, w0: float, is_firs
         linear.bias.uniform_(-bound, bound)
 
 
-class SineLayer(nn.Module):
+class W0Scale(nn.Module):
+    """Holds a layer's w0 in a non-persistent 0-d buffer; the base of SineLayer and SineConv.
+
+    The w0 warm-up changes w0 every epoch. In a tensor, updated in place, that costs a compiled
+    network no recompile (a Python float attribute would be a guarded constant). ``w0`` still reads
+    and writes as a float. The buffer is not persistent, so state_dicts keep their keys; checkpoints
+    record the stem's w0 in their metadata instead.
+    """
+
+    def _init_w0(self, w0: float) -> None:
+        w0 = _check_w0(w0)
+        self.register_buffer("_w0", torch.tensor(w0), persistent=False)
+        # Hidden layers keep w0 = 1 for good: skip the scale there (measured: the scale costs two
+        # small ops each way). Decided here, and switched on for good the first time w0 leaves 1,
+        # so it changes at most once (one recompile at most).
+        self._scaled = w0 != 1.0
+
+    @property
+    def w0(self) -> float:
+        return float(self._w0)  # a device sync on CUDA: read it per epoch, not per step
+
+    @w0.setter
+    def w0(self, value: float) -> None:
+        value = _check_w0(value)
+        with torch.no_grad():
+            self._w0.fill_(value)
+        self._scaled = self._scaled or value != 1.0
+
+    def _w0_or_none(self) -> torch.Tensor | None:
+        return self._w0 if self._scaled else None
+
+
+def _check_w0(value: float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"w0 must be a number. Got {value!r} of type {type(value).__name__} instead.") from None
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"w0 must be a finite number > 0. Got {value!r} instead.")
+    return number
+
+
+class SineLayer(W0Scale):
     """Linear map, scaled by w0, then the sine activation: ``sine(w0 * (W x + b))``.
 
-    ``w0`` is a plain attribute (not a parameter) so schedules such as the WaveResNet w0 warm-up can
-    change it between epochs.
+    ``w0`` reads and writes as a float (kept in a buffer, see W0Scale), so schedules such as the
+    WaveResNet w0 warm-up can change it between epochs.
     """
 
     def __init__(
@@ -209,15 +262,13 @@ class SineLayer(nn.Module):
     ) -> None:
         super().__init__()
         self.linear = nn.Linear(dim_in, dim_out)
-        self.w0 = float(w0)
+        self._init_w0(w0)
         self.is_first = is_first
-        siren_init_(self.linear, w0=self.w0, is_first=is_first)
+        siren_init_(self.linear, w0=float(w0), is_first=is_first)
         self.activation = SineActivation(dim_out, sine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.linear(x)
-        # Hidden layers default to w0 = 1: skip a full-size multiply that would change nothing.
-        return self.activation(z if self.w0 == 1.0 else self.w0 * z)
+        return self.activation(self.linear(x), self._w0_or_none())
 
     def extra_repr(self) -> str:
         return f"w0={self.w0}, is_first={self.is_first}"

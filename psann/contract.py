@@ -23,7 +23,7 @@ __all__ = [
     # run statuses (metrics.json "status")
     "RUN_RUNNING", "RUN_SUCCESS", "RUN_ERROR", "RUN_INTERRUPTED", "RUN_STATUSES",
     # metrics.json
-    "PORTFOLIO_METRIC_NAMES", "PORTFOLIO_ENTRIES", "AMP_FIELDS", "PORTFOLIO_FIELDS",
+    "PORTFOLIO_METRIC_NAMES", "PORTFOLIO_ENTRIES", "AMP_FIELDS", "COMPILE_FIELDS", "PORTFOLIO_FIELDS",
     "METRICS_FIELDS", "METRICS_KEYS", "METRIC_COLUMNS", "flatten_keys",
     # events.csv
     "EVENT_FIELDS", "EVENT_COLUMNS", "EVENT_KINDS", "PHASES", "MAIN_PHASES", "EPOCH_RECORD_UNLOGGED",
@@ -58,6 +58,9 @@ PORTFOLIO_METRIC_NAMES = ("cum_return", "log_return", "sharpe", "max_drawdown", 
 PORTFOLIO_ENTRIES = ("policy", "equal_weight", "best_buy_and_hold")
 
 AMP_FIELDS: tuple[tuple[str, str], ...] = (("enabled", BOOL), ("dtype", STR), ("skipped_steps", INT))
+# torch.compile: whether the updates ran through it, the seconds spent compiling graphs (their
+# first backward included) and how many graphs were compiled (recompiles included).
+COMPILE_FIELDS: tuple[tuple[str, str], ...] = (("enabled", BOOL), ("seconds", FLOAT), ("graphs", INT))
 # metrics.json "portfolio", flattened with "_" (the default portfolio metrics; a reward strategy
 # with its own metrics_fn adds other names, which the results store keeps as extra columns).
 PORTFOLIO_FIELDS: tuple[tuple[str, str], ...] = (
@@ -95,12 +98,14 @@ METRICS_FIELDS: tuple[tuple[str, str], ...] = (
     ("throughput_eps_per_sec", FLOAT),  # HISSO runs: episodes per second
     ("throughput_samples_per_sec", FLOAT),  # supervised runs: samples per second
     ("amp", OBJECT),  # AMP_FIELDS
+    ("compile", OBJECT),  # COMPILE_FIELDS
+    ("threads", INT),  # torch intra-op threads the run used
     ("portfolio", OBJECT),  # PORTFOLIO_FIELDS
     ("error", STR),  # traceback when status is "error"
 )
 METRICS_KEYS: tuple[str, ...] = tuple(name for name, _ in METRICS_FIELDS)
 
-_NESTED_FIELDS = {"amp": AMP_FIELDS, "portfolio": PORTFOLIO_FIELDS}
+_NESTED_FIELDS = {"amp": AMP_FIELDS, "compile": COMPILE_FIELDS, "portfolio": PORTFOLIO_FIELDS}
 
 
 def _metric_columns() -> tuple[tuple[str, str], ...]:
@@ -163,6 +168,8 @@ EVENT_FIELDS: tuple[tuple[str, str], ...] = (
     ("forward_seconds", FLOAT),
     ("backward_seconds", FLOAT),
     ("optimizer_seconds", FLOAT),
+    ("compile_seconds", FLOAT),  # with compile: seconds spent compiling so far in this phase
+    ("compiled_graphs", INT),  # with compile: graphs compiled so far in this phase
     ("message", STR),
 )
 EVENT_COLUMNS: tuple[str, ...] = tuple(name for name, _ in EVENT_FIELDS)

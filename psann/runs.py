@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import torch
 
 from psann.contract import (
     EXIT_FAILURE,
@@ -249,6 +250,12 @@ class _Run:
             throughput_eps_per_sec=throughput if hisso else None,
             throughput_samples_per_sec=None if hisso else throughput,
             amp=getattr(self.estimator, "amp_", None) or {"enabled": False, "dtype": None, "skipped_steps": 0},
+            compile=getattr(self.estimator, "compile_", None) or {
+                "enabled": bool(getattr(self.estimator, "compile", False)),
+                "seconds": last.get("compile_seconds"),
+                "graphs": last.get("compiled_graphs"),
+            },
+            threads=torch.get_num_threads(),
         )
         metrics.update(extra)
         self.metrics = metrics

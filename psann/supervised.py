@@ -46,7 +46,6 @@ class SupervisedPhase:
         generator: torch.Generator,
         X_val: torch.Tensor | None = None,
         y_val: torch.Tensor | None = None,
-        forward=None,
         state_reset: str = "batch",
         phase_name: str = "supervised",
         stateful: bool = False,
@@ -57,7 +56,6 @@ class SupervisedPhase:
         self.X_val, self.y_val = X_val, y_val
         self.batch_size = max(1, min(int(batch_size), X.shape[0]))
         self.generator = generator
-        self.forward = forward
         self.name = phase_name
         self.stateful = stateful
         if state_reset not in ("batch", "epoch", "none"):
@@ -77,9 +75,6 @@ class SupervisedPhase:
             "state_reset": self.state_reset if self.stateful else None,
         }
 
-    def _predict(self, loop: TrainingLoop, xb: torch.Tensor) -> torch.Tensor:
-        model = loop.model
-        return self.forward(model, xb) if self.forward is not None else model(xb)
 
     def train_epoch(self, loop: TrainingLoop, epoch: int) -> dict[str, float]:
         n = self.X.shape[0]
@@ -102,7 +97,7 @@ class SupervisedPhase:
                 loop.model.reset_state()
             with loop.timers.section("forward"):
                 with loop.autocast():
-                    pred = self._predict(loop, xb)
+                    pred = loop.forward(xb)
                     loss = torch.mean((pred.float() - yb) ** 2)
             loop.optimizer_step(loss)
             total += loss.detach() * xb.shape[0]
@@ -119,7 +114,7 @@ class SupervisedPhase:
         preds = []
         for start in range(0, self.X_val.shape[0], self.batch_size * 8):
             with loop.autocast():
-                preds.append(self._predict(loop, self.X_val[start : start + self.batch_size * 8]).float())
+                preds.append(loop.model(self.X_val[start : start + self.batch_size * 8]).float())
         mse = float(torch.mean((torch.cat(preds) - self.y_val) ** 2))
         return {"val_loss": mse, "val_mse": mse}
 

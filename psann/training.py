@@ -82,6 +82,7 @@ class LoopConfig:
     grad_clip: float | None = None  # max total grad norm (None = no clipping)
     mixed_precision: bool = False  # autocast on CUDA, or on the CPU in bfloat16 (else logged, inactive)
     amp_dtype: str = "float16"  # "float16" (with GradScaler) or "bfloat16"
+    compile: bool = False  # train through torch.compile(model) (loop.forward); weights stay the model's
     phase: str = "supervised"  # name recorded in every epoch record
 
     def __post_init__(self) -> None:
@@ -207,6 +208,7 @@ class TrainingLoop:
             )
         use_scaler = self.amp_active and self.amp_dtype == torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler) if use_scaler else None
+        self._fused = bool(self.optimizer.defaults.get("fused"))
         self.skipped_steps = 0
         self.step = 0
         self.steps_per_epoch = 1
@@ -219,6 +221,22 @@ class TrainingLoop:
         self.stop_reason: str | None = None
         self.timers = _SectionTimers(device)
         self.phase_ref: Phase | None = None  # the phase being run; snapshot() reads its state
+        # Training forwards go through self.forward: the model, or torch.compile's wrapper of it
+        # (same parameters; state_dicts come from self.model, so they carry no wrapper prefix).
+        self.compiled_graphs = 0
+        self.compile_seconds = 0.0
+        self._fresh_graph = False
+        self.forward = torch.compile(model, backend=self._compile_backend) if config.compile else model
+
+    # -- torch.compile ---------------------------------------------------------------------------
+    def _compile_backend(self, graph: Any, example_inputs: Any) -> Any:
+        """Inductor, counted and timed: each call is one graph (re)compiled."""
+        started = time.perf_counter()
+        compiled = _inductor()(graph, example_inputs)
+        self.compile_seconds += time.perf_counter() - started
+        self.compiled_graphs += 1
+        self._fresh_graph = True
+        return compiled
 
     # -- used by phases ------------------------------------------------------------------------
     def autocast(self):
@@ -228,42 +246,59 @@ class TrainingLoop:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def optimizer_step(self, loss: torch.Tensor) -> None:
-        """Backward, clip, step and advance the schedule for one update.
+        """Backward, clip, step and advance the schedule for one update, without a host sync.
 
-        Under AMP a step whose gradients are inf/NaN is skipped and counted in ``skipped_steps``.
-        Without AMP no check is made per step (that would synchronise the host every update); the
-        phase checks its epoch loss once per epoch instead and raises on a non-finite value.
+        Under AMP a step whose gradients are inf/NaN is skipped on the device (fused Adam's
+        ``found_inf``, GradScaler's own check) and counted in a device counter that ``run`` reads
+        once per epoch (``skipped_steps``). Without AMP no check is made per step; the phase checks
+        its epoch loss once per epoch and raises on a non-finite value.
         """
         lr = lr_at_step(self.config, self.step, self.steps_per_epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
+        backward_started = time.perf_counter() if self._fresh_graph else None
         with self.timers.section("backward"):
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
             else:
                 loss.backward()
+        if backward_started is not None:
+            # A new graph's backward is compiled lazily, on its first call: counted as compile time.
+            self.compile_seconds += time.perf_counter() - backward_started
+            self._fresh_graph = False
         with self.timers.section("optimizer"):
-            if self.scaler is not None:
-                self.scaler.unscale_(self.optimizer)
-                if self.config.grad_clip:
-                    nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-                scale_before = self.scaler.get_scale()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                if self.scaler.get_scale() < scale_before:
-                    self.skipped_steps += 1
-            elif self.amp_active:
+            if self.amp_active:
+                if self.scaler is not None:
+                    self.scaler.unscale_(self.optimizer)
                 norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip or math.inf)
-                if torch.isfinite(norm):
+                found_inf = (~torch.isfinite(norm)).to(torch.float32)
+                self._skipped.add_(found_inf)
+                if self.scaler is not None:
+                    self.scaler.step(self.optimizer)  # fused Adam: skipped on the device, no sync
+                    self.scaler.update()
+                elif self._fused:
+                    self.optimizer.found_inf = found_inf  # fused Adam skips the update on the device
+                    try:
+                        self.optimizer.step()
+                    finally:
+                        del self.optimizer.found_inf
+                elif bool(found_inf == 0):  # a non-fused optimiser cannot skip on the device
                     self.optimizer.step()
-                else:
-                    self.skipped_steps += 1
             else:
                 if self.config.grad_clip:
                     nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
                 self.optimizer.step()
         self.step += 1
+
+    @property
+    def skipped_steps(self) -> int:
+        """Updates skipped for non-finite gradients under AMP so far (reads the device counter)."""
+        return int(self._skipped.item()) if isinstance(self._skipped, torch.Tensor) else int(self._skipped)
+
+    @skipped_steps.setter
+    def skipped_steps(self, value: int) -> None:
+        self._skipped = torch.tensor(float(value), device=self.device)
 
     def add_parameters(self, params: Sequence[nn.Parameter]) -> None:
         """Register parameters created during training (e.g. progressive depth) with the optimiser."""
@@ -307,7 +342,10 @@ class TrainingLoop:
             record.update(val_metrics)
             record.update(self.timers.collect())
             record["epoch_seconds"] = time.perf_counter() - started
-            record["skipped_steps"] = self.skipped_steps
+            record["skipped_steps"] = self.skipped_steps  # the epoch's one read of the device counter
+            if self.config.compile:
+                record["compile_seconds"] = self.compile_seconds
+                record["compiled_graphs"] = self.compiled_graphs
             self._track_best(record)
             self.history.append(record)
             for callback in self.callbacks:
@@ -416,6 +454,12 @@ def _adam(model: nn.Module, config: LoopConfig) -> torch.optim.Adam:
     params = list(model.parameters())
     fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
+
+
+def _inductor() -> Any:
+    import torch._dynamo  # imported on first compile only: it costs about a second
+
+    return torch._dynamo.lookup_backend("inductor")
 
 
 def _same_structure(a: nn.Module, b: nn.Module) -> bool:

@@ -214,6 +214,34 @@ def _resolve(path: str, config_dir: str) -> str:
     return expanded if os.path.isabs(expanded) else os.path.join(config_dir, expanded)
 
 
+# The extras every pod needs: `sweeps` (Ray Tune trials, pyarrow results, DuckDB, Optuna) and
+# `cluster` (the node provider the head's autoscaler imports). A bare install has neither.
+REQUIRED_EXTRAS = ("sweeps", "cluster")
+
+
+def _check_project_install(config: Dict[str, Any], warnings: List[str]) -> None:
+    """A setup command that pip-installs this project must take the extras the sweep needs.
+
+    No install at all is only a warning: an image may have the project baked in.
+    """
+    installs = []
+    for key in ("setup_commands", "head_setup_commands", "worker_setup_commands"):
+        for index, command in enumerate(config.get(key) or []):
+            text = str(command)
+            if "pip" in text and "install" in text:
+                for match in re.finditer(r"psann-sweeps(?:\[([^\]]*)\])?", text):
+                    extras = {e.strip() for e in (match.group(1) or "").split(",") if e.strip()}
+                    installs.append((f"{key}[{index}]", extras))
+    fix = 'python -m pip install -q -e "$HOME/psann-sweeps[sweeps,cluster]"'
+    if not installs:
+        warnings.append(f"no setup command installs psann-sweeps; unless the image has it, add: {fix}")
+    for where, extras in installs:
+        missing = [e for e in REQUIRED_EXTRAS if e not in extras]
+        if missing:
+            raise ConfigError(where, f"installs psann-sweeps without the {', '.join(missing)} extra(s) the "
+                                     f"trials and the autoscaler import; use: {fix}")
+
+
 def _check_commands(config: Dict[str, Any], warnings: List[str]) -> None:
     import ray
 
@@ -229,6 +257,7 @@ def _check_commands(config: Dict[str, Any], warnings: List[str]) -> None:
     if not pins:
         warnings.append(f"no setup command pins Ray (the driver runs {ray.__version__}); "
                         "a different Ray on the pods will fail to join")
+    _check_project_install(config, warnings)
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         commands = " ".join(str(c) for c in config.get(key) or [])
         if "ray start" in commands and "--node-ip-address" not in commands:

@@ -200,6 +200,7 @@ class BasePSANNEstimator(RegressorMixin, BaseEstimator):
             early_stopping=bool(p["early_stopping"]),
             patience=int(p["patience"]),
             grad_clip=p["grad_clip"],
+            compile=bool(p["compile"]),
             phase=phase,
         )
         base.update(overrides)
@@ -251,6 +252,7 @@ class BasePSANNEstimator(RegressorMixin, BaseEstimator):
         device = resolve_device(self.device)
         self.device_ = device
         self.seed_ = self._effective_seed()
+        self.compile_ = None  # summed over this fit's loops by _run_loop
         callbacks = list(callbacks or [])
         snapshot = TrainingSnapshot.coerce(resume_state) if resume_state is not None else None
         with _seeded(self.seed_, device):
@@ -339,6 +341,13 @@ class BasePSANNEstimator(RegressorMixin, BaseEstimator):
             "enabled": loop.amp_active,
             "dtype": config.amp_dtype if loop.amp_active else None,
             "skipped_steps": loop.skipped_steps,
+        }
+        # Summed over the loops of a fit (a warm start compiles its own graphs).
+        previous = self.compile_
+        self.compile_ = {
+            "enabled": config.compile,
+            "seconds": loop.compile_seconds + (previous["seconds"] if previous else 0.0),
+            "graphs": loop.compiled_graphs + (previous["graphs"] if previous else 0),
         }
         return loop
 

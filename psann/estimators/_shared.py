@@ -26,6 +26,7 @@ TRAINING_CONSTRAINTS = {
     "device": DeviceSpec(),
     "mixed_precision": Bool(),
     "amp_dtype": Options(("float16", "bfloat16")),
+    "compile": Bool(),
     "hidden_w0": Real(0.0, low_open=True),
     "amplitude_init": Real(0.0, low_open=True),
     "frequency_init": Real(0.0, low_open=True),

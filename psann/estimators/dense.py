@@ -64,6 +64,7 @@ class PSANNRegressor(BasePSANNEstimator):
         verbose: int = 0,
         mixed_precision: bool = False,
         amp_dtype: str = "float16",
+        compile: bool = False,
         preserve_shape: bool = False,
         data_format: str = "channels_first",
         hidden_width: Any = DEPRECATED,
@@ -93,6 +94,7 @@ class PSANNRegressor(BasePSANNEstimator):
         self.verbose = verbose
         self.mixed_precision = mixed_precision
         self.amp_dtype = amp_dtype
+        self.compile = compile
         self.preserve_shape = preserve_shape
         self.data_format = data_format
         self.hidden_width = hidden_width
@@ -143,6 +145,7 @@ class ResPSANNRegressor(PSANNRegressor):
         verbose: int = 0,
         mixed_precision: bool = False,
         amp_dtype: str = "float16",
+        compile: bool = False,
         preserve_shape: bool = False,
         data_format: str = "channels_first",
         hidden_width: Any = DEPRECATED,
@@ -174,6 +177,7 @@ class ResPSANNRegressor(PSANNRegressor):
             verbose=verbose,
             mixed_precision=mixed_precision,
             amp_dtype=amp_dtype,
+            compile=compile,
             preserve_shape=preserve_shape,
             data_format=data_format,
             hidden_width=hidden_width,

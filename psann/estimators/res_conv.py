@@ -74,6 +74,7 @@ class ResConvPSANNRegressor(BasePSANNEstimator):
         verbose: int = 0,
         mixed_precision: bool = False,
         amp_dtype: str = "float16",
+        compile: bool = False,
         hidden_channels: Any = DEPRECATED,
         hidden_layers: Any = DEPRECATED,
     ) -> None:
@@ -105,6 +106,7 @@ class ResConvPSANNRegressor(BasePSANNEstimator):
         self.verbose = verbose
         self.mixed_precision = mixed_precision
         self.amp_dtype = amp_dtype
+        self.compile = compile
         self.hidden_channels = hidden_channels
         self.hidden_layers = hidden_layers
 

@@ -85,6 +85,7 @@ class WaveResNetRegressor(BasePSANNEstimator):
         verbose: int = 0,
         mixed_precision: bool = False,
         amp_dtype: str = "float16",
+        compile: bool = False,
         conditioning_builder: Any = None,
         hidden_width: Any = DEPRECATED,
         hidden_layers: Any = DEPRECATED,
@@ -122,6 +123,7 @@ class WaveResNetRegressor(BasePSANNEstimator):
         self.verbose = verbose
         self.mixed_precision = mixed_precision
         self.amp_dtype = amp_dtype
+        self.compile = compile
         self.conditioning_builder = conditioning_builder
         self.hidden_width = hidden_width
         self.hidden_layers = hidden_layers

@@ -127,10 +127,11 @@ class HISSOPhase:
             "state_reset": self.options.state_reset if self.stateful else None,
         }
 
-    def _episode_rewards(self, loop: TrainingLoop, xb: torch.Tensor, cb: torch.Tensor) -> torch.Tensor:
+    def _episode_rewards(self, loop: TrainingLoop, xb: torch.Tensor, cb: torch.Tensor, *, training: bool) -> torch.Tensor:
         batch, window = xb.shape[:2]
+        forward = loop.forward if training else loop.model  # compiled graphs serve the updates
         with loop.autocast():
-            out = loop.model(xb.reshape(batch * window, *xb.shape[2:]))
+            out = forward(xb.reshape(batch * window, *xb.shape[2:]))
         actions = apply_transform(out.float().reshape(batch, window, self.output_dim), self.options.primary_transform)
         return call_reward(self.strategy.reward_fn, actions, cb, self.options.transition_penalty)
 
@@ -156,7 +157,7 @@ class HISSOPhase:
             if self.stateful and opts.state_reset == "batch":
                 loop.model.reset_state()
             with loop.timers.section("forward"):
-                rewards = self._episode_rewards(loop, xb, cb)
+                rewards = self._episode_rewards(loop, xb, cb, training=True)
                 loss = -rewards.mean()
             loop.optimizer_step(loss)
             detached = rewards.detach()
@@ -182,7 +183,7 @@ class HISSOPhase:
             return {}
         if self.stateful and self.options.state_reset != "none":
             loop.model.reset_state()
-        rewards = self._episode_rewards(loop, self.X_val[self.val_index], self.context_val[self.val_index])
+        rewards = self._episode_rewards(loop, self.X_val[self.val_index], self.context_val[self.val_index], training=False)
         metrics = {"val_loss": -float(rewards.mean()), "val_reward_mean": float(rewards.mean())}
         if self.y_val is not None and self.y_val.shape[1] == self.output_dim:
             with loop.autocast():

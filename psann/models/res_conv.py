@@ -16,15 +16,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from psann.activations import SineActivation, SineConfig, siren_init_
+from psann.activations import SineActivation, SineConfig, W0Scale, siren_init_
 
 __all__ = ["ResConvPSANNNet", "SineConv", "SineConvBlock"]
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d}
 
 
-class SineConv(nn.Module):
-    """``sine(w0 * conv(x))`` with "same" padding and per-channel sine parameters."""
+class SineConv(W0Scale):
+    """``sine(w0 * conv(x))`` with "same" padding and per-channel sine parameters (w0 as in SineLayer)."""
 
     def __init__(
         self,
@@ -39,14 +39,13 @@ class SineConv(nn.Module):
     ) -> None:
         super().__init__()
         self.conv = _CONV[spatial_dims](in_channels, out_channels, kernel_size, padding=kernel_size // 2)
-        self.w0 = float(w0)
+        self._init_w0(w0)
         self.is_first = is_first
-        siren_init_(self.conv, w0=self.w0, is_first=is_first)
+        siren_init_(self.conv, w0=float(w0), is_first=is_first)
         self.activation = SineActivation(out_channels, sine, feature_dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.conv(x)
-        return self.activation(z if self.w0 == 1.0 else self.w0 * z)
+        return self.activation(self.conv(x), self._w0_or_none())
 
     def extra_repr(self) -> str:
         return f"w0={self.w0}, is_first={self.is_first}"

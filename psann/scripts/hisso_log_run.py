@@ -16,6 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
 from psann.contract import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 from psann.data import regime_market_dataset, toy_hisso_dataset
 from psann.runconfig import ConfigError
@@ -45,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seed used when the config sets no estimator.params.random_state (default: 42)")
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="also keep checkpoints/epoch_NNNN for every epoch (best and warm start are always kept)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads for the run (default: torch's own choice), e.g. --threads 1")
     parser.add_argument("--verbose", action="store_true", help="console logging at DEBUG instead of INFO")
     return parser
 
@@ -62,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             not args.run_name or args.run_name in (".", "..") or Path(args.run_name).name != args.run_name
         ):
             raise ConfigError("--run-name", f"expected a folder name without path separators, got {args.run_name!r}")
+        if args.threads is not None and args.threads < 1:
+            raise ConfigError("--threads", f"expected an int >= 1, got {args.threads}")
         config = load_run_config(args.config)
         if args.device is not None:
             from psann.estimators import resolve_device
@@ -85,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Before the run folder exists: nothing to flush (execute_run handles Ctrl-C after this).
         print("interrupted before the run started", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     run_name = args.run_name or f"{args.config.stem}-{stamp}"
     run_dir = prepare_run_dir(args.output_dir, run_name)

@@ -78,6 +78,9 @@ BAD_FILES = [
     ("provider.module", "somewhere.Else", "provider.module"),
     ("auth.ssh_private_key", "/nonexistent/key", "auth.ssh_private_key"),
     ("setup_commands", ['pip install "ray[tune]==2.9.0"'], "setup_commands[0]"),
+    ("setup_commands", ['pip install "ray[tune]==2.60.0"', "pip install -e ~/psann-sweeps"], "setup_commands[1]"),
+    ("setup_commands", ['pip install "ray[tune]==2.60.0"', 'pip install -e "$HOME/psann-sweeps[sweeps]"'],
+     "setup_commands[1]"),
     ("head_start_ray_commands", ["ray start --head"], "head_start_ray_commands"),
 ]
 
@@ -140,3 +143,9 @@ def test_a_tag_named_like_the_create_token_is_kept_apart_from_the_token():
     # Found by the round-trip property test: tags and the create token once shared one namespace.
     for tags, token in (({"_create_token": ""}, ""), ({"k": "x", "t": "y"}, "tok")):
         assert decode_pod_name(encode_pod_name(tags, token)) == (tags, token)
+
+
+def test_a_file_that_does_not_install_the_project_is_warned_about(config):
+    _set(config, "setup_commands", ['pip install "ray[tune]==2.60.0"'])
+    plan = check_config(config)
+    assert any("no setup command installs psann-sweeps" in w for w in plan.warnings)

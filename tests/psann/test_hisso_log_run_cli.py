@@ -363,7 +363,8 @@ def test_help_explains_every_flag_with_an_example(capsys):
         main(["--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--config", "--output-dir", "--run-name", "--device", "--seed", "--keep-checkpoints", "--verbose"):
+    for flag in ("--config", "--output-dir", "--run-name", "--device", "--seed", "--keep-checkpoints", "--threads",
+                 "--verbose"):
         assert flag in text
     assert "example: python -m psann.scripts.hisso_log_run --config" in " ".join(text.split())
 
@@ -539,3 +540,13 @@ def test_run_outputs_doc_lists_exactly_the_metrics_keys_and_event_columns_a_run_
     block = events_section[events_section.index("Columns"): events_section.index("- `timestamp`")]
     columns = [c.strip() for c in " ".join(block.splitlines()[1:]).split(",") if c.strip()]
     assert columns == list(EVENT_COLUMNS)
+
+
+def test_threads_flag_sets_the_runs_torch_threads(tmp_path):
+    result = cli("--config", REPO / "configs" / "hisso" / "dense_cpu_smoke.yaml", "--output-dir", tmp_path,
+                 "--run-name", "one_thread", "--threads", "1")
+    assert result.returncode == EXIT_OK, result.stderr[-2000:]
+    assert json.loads((tmp_path / "one_thread" / "metrics.json").read_text())["threads"] == 1
+    refused = cli("--config", REPO / "configs" / "hisso" / "dense_cpu_smoke.yaml", "--output-dir", tmp_path,
+                  "--threads", "0")
+    assert refused.returncode == EXIT_BAD_INPUT and "--threads: expected an int >= 1, got 0" in refused.stderr

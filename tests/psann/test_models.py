@@ -118,6 +118,34 @@ def test_add_blocks_keeps_outputs_and_returns_the_new_parameters():
         model.add_blocks(-1)
 
 
+def test_first_layer_w0_round_trips_outside_the_state_dict():
+    torch.manual_seed(0)
+    model = WaveResNet(2, 1, hidden_units=8, depth=1, first_layer_w0=30.0)
+    keys = set(model.state_dict())
+    model.set_first_layer_w0(7.5)
+    assert set(model.state_dict()) == keys  # w0 is a non-persistent buffer: no new key
+    restored = WaveResNet(2, 1, hidden_units=8, depth=1, first_layer_w0=30.0)
+    restored.load_state_dict(model.state_dict())
+    assert restored.first_layer_w0 == 30.0  # the weights do not carry w0 ...
+    restored.set_first_layer_w0(model.first_layer_w0)  # ... checkpoint metadata does
+    x = torch.randn(5, 2)
+    torch.testing.assert_close(restored(x), model(x))
+
+
+def test_sine_conv_keeps_w0_in_a_buffer_outside_the_state_dict():
+    from psann.models.res_conv import SineConv
+
+    torch.manual_seed(0)
+    conv = SineConv(2, 4, spatial_dims=1, w0=30.0, is_first=True)
+    assert set(conv.state_dict()) == {
+        "conv.weight", "conv.bias", "activation._amplitude", "activation._frequency", "activation._decay",
+    }
+    x = torch.randn(3, 2, 7)
+    conv.w0 = 10.0
+    assert conv.w0 == 10.0
+    torch.testing.assert_close(conv(x), conv.activation(10.0 * conv.conv(x)), rtol=1e-5, atol=1e-5)
+
+
 def test_first_layer_w0_setter_changes_the_stem_only():
     model = WaveResNet(2, 1, hidden_units=8, depth=1, first_layer_w0=30.0)
     model.set_first_layer_w0(5.0)

@@ -89,6 +89,8 @@ def metrics_for(spec: TrialSpec) -> dict[str, Any]:
         "throughput_eps_per_sec": 1000.0 + rng.random() * 100,
         "throughput_samples_per_sec": None,  # a HISSO run counts episodes
         "amp": {"enabled": spec.amp[0], "dtype": spec.amp[1], "skipped_steps": spec.amp[2]},
+        "compile": {"enabled": False, "seconds": 0.0, "graphs": 0},
+        "threads": 1,
         "portfolio": None if not spec.portfolio else {
             "split": "test", "trans_cost": 0.001, "policy": pm(), "equal_weight": pm(),
             "best_buy_and_hold": {**pm(), "asset": 1},
