@@ -14,6 +14,7 @@ from psann.estimators import (
     WaveResNetRegressor,
 )
 from psann.hisso import hisso_infer_series
+from _faults import InfGradientAt
 from psann.training import Callback
 
 DATA = Path(__file__).parent / "data"
@@ -239,17 +240,6 @@ def test_a_format_1_save_from_the_previous_release_still_loads(name, cls):
 
 
 # -- mixed precision in supervised fits and warm starts --------------------------------------------
-
-
-class InfGradientAt(Callback):
-    """Makes the gradients of one update non-finite, as an overflow under AMP would."""
-
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_begin(self, loop, info):
-        param = next(loop.model.parameters())
-        param.register_hook(lambda grad: grad * float("inf") if loop.step == self.step else grad)
 
 
 def test_cpu_bfloat16_autocast_runs_supervised_fits_and_counts_skipped_steps():
