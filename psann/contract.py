@@ -15,13 +15,13 @@ docs/run_outputs.md describes every name listed here.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping, TypeVar
+from typing import Any, Iterable, Mapping, Sequence, TypeVar
 
 __all__ = [
     # value kinds
     "FLOAT", "INT", "STR", "BOOL", "TIMESTAMP", "OBJECT",
     # run statuses (metrics.json "status")
-    "RUN_RUNNING", "RUN_SUCCESS", "RUN_ERROR", "RUN_INTERRUPTED", "RUN_STATUSES",
+    "RUN_RUNNING", "RUN_SUCCESS", "RUN_ERROR", "RUN_INTERRUPTED", "RUN_HUNG", "RUN_STATUSES",
     # metrics.json
     "PORTFOLIO_METRIC_NAMES", "PORTFOLIO_ENTRIES", "AMP_FIELDS", "COMPILE_FIELDS", "PORTFOLIO_FIELDS",
     "METRICS_FIELDS", "METRICS_KEYS", "METRIC_COLUMNS", "flatten_keys",
@@ -33,10 +33,14 @@ __all__ = [
     "SUCCESS", "PRUNED", "ERROR", "HUNG", "INCOMPLETE", "RUNNING", "INTERRUPTED",
     "TRIAL_STATUSES", "PASSING_OUTCOMES", "UNFINISHED_STATUSES", "RUN_STATUS_TO_TRIAL_STATUS",
     "trial_outcome",
-    # the best-trial rule
-    "BEST_TRIAL_METRIC", "BEST_TRIAL_STATUSES", "ranking_value", "best_trial",
+    # the ranking rule
+    "RANK_METRIC", "RANK_WINDOW", "RANKED_STATUSES", "BEST_TRIAL_METRIC", "BEST_TRIAL_STATUSES",
+    "smoothed_loss", "ranking_value", "best_trial", "rank_trials", "rank_configurations",
+    "REPEAT_KEY", "config_id",
+    # the test evaluation of a sweep's top trials
+    "EVALUATION_FILE", "EVALUATION_FIELDS", "EVALUATION_KEYS", "EQUITY_COLUMNS", "equity_file",
     # exit codes
-    "EXIT_OK", "EXIT_FAILURE", "EXIT_BAD_INPUT", "EXIT_NO_GPU", "EXIT_INTERRUPTED", "EXIT_CODES",
+    "EXIT_OK", "EXIT_FAILURE", "EXIT_BAD_INPUT", "EXIT_NO_GPU", "EXIT_HUNG", "EXIT_INTERRUPTED", "EXIT_CODES",
 ]
 
 # -- value kinds --------------------------------------------------------------------------------
@@ -49,7 +53,8 @@ RUN_RUNNING = "running"  # the snapshot written after each epoch; a pruned trial
 RUN_SUCCESS = "success"
 RUN_ERROR = "error"
 RUN_INTERRUPTED = "interrupted"  # Ctrl-C
-RUN_STATUSES = (RUN_RUNNING, RUN_SUCCESS, RUN_ERROR, RUN_INTERRUPTED)
+RUN_HUNG = "hung"  # the run CLI's --hang-timeout: nothing was written for that long
+RUN_STATUSES = (RUN_RUNNING, RUN_SUCCESS, RUN_ERROR, RUN_INTERRUPTED, RUN_HUNG)
 
 # -- metrics.json -------------------------------------------------------------------------------
 
@@ -185,7 +190,9 @@ EPOCH_RECORD_UNLOGGED = frozenset({"monitor", "is_best", "skipped_steps", "epoch
 
 # -- what each epoch reports to Ray Tune ------------------------------------------------------------
 
-TUNE_METRIC, TUNE_MODE = "val_loss", "min"  # what ASHA compares
+# What ASHA compares, Tune reports as best and the kept checkpoints are scored by: the ranking
+# metric (below), the mean val_loss of the trial's last RANK_WINDOW epochs so far.
+TUNE_METRIC, TUNE_MODE = "val_loss_smoothed", "min"
 TUNE_EPOCH_KEYS = (
     "epoch", "train_loss", "val_loss", "val_mse", "reward_mean", "reward_std", "episodes",
     "episodes_per_second", "samples_per_second", "lr", "skipped_steps",
@@ -210,6 +217,7 @@ RUN_STATUS_TO_TRIAL_STATUS = {
     RUN_SUCCESS: SUCCESS,
     RUN_ERROR: ERROR,
     RUN_INTERRUPTED: INTERRUPTED,
+    RUN_HUNG: HUNG,
 }
 
 
@@ -231,15 +239,71 @@ def trial_outcome(run_status: str | None, *, hung: bool = False, raised: bool = 
     return INCOMPLETE
 
 
-# -- the best-trial rule ------------------------------------------------------------------------------
+# -- the ranking rule ---------------------------------------------------------------------------------
 
-# The best trial is the finished (SUCCESS) trial with the lowest finite val_loss (metrics.json:
-# the val_loss of its best epoch); ties go to the first by (stage, trial_id). The sweep summary,
-# the results summary and the compendium all use best_trial.
-BEST_TRIAL_METRIC = "val_loss"
-BEST_TRIAL_STATUSES = (SUCCESS,)
+# Trials are ranked by val_loss_smoothed: the mean val_loss of their last k main-phase epochs
+# (k = RANK_WINDOW unless the sweep file sets rank_window; a trial with fewer epochs uses what it
+# has). Finished and pruned trials are ranked alike: a trial that peaked early and then degraded
+# does not win on its one good epoch. Ties go to the first by (stage, trial_id). Every place that
+# names a best trial uses this rule: the sweep summary, Tune's metric (TUNE_METRIC), the kept
+# checkpoints, the results summary, `query --top` and the compendium. With repeats a
+# configuration's value is the mean over its runs (rank_configurations).
+RANK_METRIC = "val_loss_smoothed"
+RANK_WINDOW = 3
+RANKED_STATUSES = (SUCCESS, PRUNED)
+BEST_TRIAL_METRIC = RANK_METRIC  # the name older readers import
+BEST_TRIAL_STATUSES = RANKED_STATUSES
 
 T = TypeVar("T")
+
+
+def _finite_float(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def smoothed_loss(values: Sequence[Any], window: int = RANK_WINDOW) -> float | None:
+    """The mean of the last ``window`` values (fewer when there are fewer); None when any is not finite.
+
+    ``values`` are a trial's per-epoch val_loss, oldest first. A non-finite value among the last
+    ``window`` (a diverged epoch) makes the trial unranked rather than quietly skipped.
+
+    Example::
+
+        smoothed_loss([0.9, 0.5, 0.4, 0.3], 3)  # 0.4
+    """
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be an int >= 1, got {window!r}")
+    tail = list(values)[-window:]
+    if not tail:
+        return None
+    floats = [_finite_float(v) for v in tail]
+    if any(v is None for v in floats):
+        return None
+    return sum(floats) / len(floats)  # type: ignore[arg-type]
+
+
+# With `repeats: N` a sweep runs each configuration N times; the trial config then holds the
+# repeat index r under this key (Ray Tune's own name for it) and the run's seed is sweep seed + r.
+REPEAT_KEY = "__trial_index__"
+
+
+def config_id(params: Mapping[str, Any]) -> str:
+    """A short stable id of a configuration: its sampled parameters, less the repeat index.
+
+    Runs of one configuration (repeats) share it; the trials table has it as a column.
+
+    Example::
+
+        config_id({"estimator.params.lr": 0.001, "__trial_index__": 1}) == config_id({"estimator.params.lr": 0.001})
+    """
+    import hashlib
+    import json
+
+    body = {str(k): v for k, v in params.items() if k != REPEAT_KEY}
+    text = json.dumps(body, sort_keys=True, default=repr, separators=(",", ":"))
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 def _field(item: Any, name: str) -> Any:
@@ -248,38 +312,117 @@ def _field(item: Any, name: str) -> Any:
 
 def ranking_value(status: Any, value: Any) -> float | None:
     """The value a trial is ranked by (lower is better), or None when it is not ranked."""
-    if status not in BEST_TRIAL_STATUSES:
+    if status not in RANKED_STATUSES:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
+    return _finite_float(value)
+
+
+def rank_trials(
+    trials: Iterable[T],
+    *,
+    status_key: str = "status",
+    metric: str = RANK_METRIC,
+    tie_keys: tuple[str, ...] = ("stage", "trial_id"),
+) -> list[T]:
+    """The ranked trials, best first (unranked ones left out).
+
+    ``trials`` are mappings or objects with the named fields; ``status_key`` names the field that
+    holds the trial status (``outcome`` in stage_status.json).
+    """
+    keyed = []
+    for trial in trials:
+        value = ranking_value(_field(trial, status_key), _field(trial, metric))
+        if value is None:
+            continue
+        keyed.append(((value, *("" if _field(trial, k) is None else str(_field(trial, k)) for k in tie_keys)), trial))
+    keyed.sort(key=lambda pair: pair[0])
+    return [trial for _, trial in keyed]
 
 
 def best_trial(
     trials: Iterable[T],
     *,
     status_key: str = "status",
+    metric: str = RANK_METRIC,
     tie_keys: tuple[str, ...] = ("stage", "trial_id"),
 ) -> T | None:
-    """The best of ``trials`` (mappings or objects with the named fields), or None.
-
-    ``status_key`` names the field holding the trial status (``outcome`` in stage_status.json).
+    """The best of ``trials`` by the ranking rule, or None when none is ranked.
 
     Example::
 
-        best_trial([{"status": "SUCCESS", "val_loss": 0.2, "trial_id": "a"},
-                    {"status": "PRUNED", "val_loss": 0.1, "trial_id": "b"}])["trial_id"]  # "a"
+        best_trial([{"status": "SUCCESS", "val_loss_smoothed": 0.2, "trial_id": "a"},
+                    {"status": "PRUNED", "val_loss_smoothed": 0.1, "trial_id": "b"}])["trial_id"]  # "b"
     """
-    best: T | None = None
-    best_key: tuple | None = None
+    ranked = rank_trials(trials, status_key=status_key, metric=metric, tie_keys=tie_keys)
+    return ranked[0] if ranked else None
+
+
+def rank_configurations(
+    trials: Iterable[T],
+    *,
+    config_key: str = "config_id",
+    status_key: str = "status",
+    metric: str = RANK_METRIC,
+) -> list[dict[str, Any]]:
+    """Configurations ranked by the mean of their runs' ranking values, best first.
+
+    Each entry: ``{"config_id", "value" (the mean), "std" (population std, 0 for one run), "runs"
+    (ranked runs), "trials" (every trial of the configuration, ranked or not)}``. A configuration
+    none of whose runs is ranked is left out. Ties go to the smaller config_id.
+    """
+    groups: dict[str, list[T]] = {}
     for trial in trials:
-        value = ranking_value(_field(trial, status_key), _field(trial, BEST_TRIAL_METRIC))
-        if value is None:
+        groups.setdefault(str(_field(trial, config_key)), []).append(trial)
+    ranked: list[dict[str, Any]] = []
+    for config_id, members in groups.items():
+        values = [v for v in (ranking_value(_field(t, status_key), _field(t, metric)) for t in members) if v is not None]
+        if not values:
             continue
-        key = (value, *("" if _field(trial, k) is None else str(_field(trial, k)) for k in tie_keys))
-        if best_key is None or key < best_key:
-            best, best_key = trial, key
-    return best
+        mean = sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        ranked.append({"config_id": config_id, "value": mean, "std": std, "runs": len(values), "trials": members})
+    ranked.sort(key=lambda entry: (entry["value"], entry["config_id"]))
+    return ranked
+
+
+# -- the test evaluation of a sweep's top trials --------------------------------------------------
+
+# After each stage the top trials by the ranking rule (pruned ones included) are evaluated on the
+# test split from their best checkpoint (the kept Tune checkpoint with the lowest
+# val_loss_smoothed); each writes evaluation.json beside its metrics.json, which is never
+# rewritten, and the equity curves of that evaluation.
+EVALUATION_FILE = "evaluation.json"
+EVALUATION_FIELDS: tuple[tuple[str, str], ...] = (
+    ("rank", INT),  # 1 = the stage's best trial by the ranking rule
+    ("stage", STR),
+    ("trial_id", STR),
+    ("val_loss_smoothed", FLOAT),  # the ranking value the trial was chosen by
+    ("checkpoint", STR),  # the Tune checkpoint folder evaluated (checkpoint_000004)
+    ("checkpoint_epoch", INT),  # the training epoch of that checkpoint
+    ("checkpoint_val_loss_smoothed", FLOAT),  # its score
+    ("split", STR),  # "test"
+    ("test_loss", FLOAT),
+    ("test_mse", FLOAT),
+    ("test_reward_full", FLOAT),
+    ("portfolio", OBJECT),  # PORTFOLIO_FIELDS, as in metrics.json
+    ("equity_file", STR),  # the equity curves of this evaluation (EQUITY_COLUMNS)
+    ("device", STR),
+    ("node_id", STR),
+    ("duration_seconds", FLOAT),
+    ("evaluated_at", TIMESTAMP),
+    ("error", STR),  # set when the evaluation failed; the figures are null then
+)
+EVALUATION_KEYS: tuple[str, ...] = tuple(name for name, _ in EVALUATION_FIELDS)
+
+# equity_<split>.csv, written by every HISSO run with prices for its eval split, and
+# evaluation_equity_<split>.csv by the evaluation: one row per step, each column the wealth of one
+# strategy after that step's return (net of transaction costs), starting from 1.0 before step 0.
+EQUITY_COLUMNS = ("step", "policy", "equal_weight", "best_buy_and_hold")
+
+
+def equity_file(split: str, *, evaluation: bool = False) -> str:
+    """``equity_<split>.csv`` (a run's) or ``evaluation_equity_<split>.csv`` (the evaluation's)."""
+    return f"{'evaluation_' if evaluation else ''}equity_{split}.csv"
 
 
 # -- exit codes of every CLI ----------------------------------------------------------------------------
@@ -288,11 +431,13 @@ EXIT_OK = 0
 EXIT_FAILURE = 1  # the work ran and failed (a run raised; a sweep stage failed its pass rule)
 EXIT_BAD_INPUT = 2  # bad arguments, config or data, found before any work starts (argparse's code too)
 EXIT_NO_GPU = 3  # the sweep: a GPU stage on a cluster that has no GPU and cannot add one
+EXIT_HUNG = 124  # the run CLI's --hang-timeout: nothing written for that long (timeout(1)'s code)
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, the shell's convention)
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
     EXIT_FAILURE: "failure: the work ran and failed",
     EXIT_BAD_INPUT: "bad input: arguments, config or data (found before any work starts)",
     EXIT_NO_GPU: "a GPU stage cannot get a GPU (sweeps only; pass --allow-cpu)",
+    EXIT_HUNG: "hung: the run wrote nothing for --hang-timeout seconds",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }

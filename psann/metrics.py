@@ -12,10 +12,15 @@ import numpy as np
 
 __all__ = [
     "GROWTH_FLOOR",
+    "EQUITY_SERIES",
     "portfolio_metrics",
     "equal_weight_allocations",
     "baseline_metrics",
+    "equity_curves",
 ]
+
+# The columns of equity_curves (psann.contract.EQUITY_COLUMNS names the same, for the CSV files).
+EQUITY_SERIES = ("step", "policy", "equal_weight", "best_buy_and_hold")
 
 # Floor of a portfolio's per-step growth factor (the reward's and the metrics'), so a total loss
 # keeps a finite log.
@@ -75,6 +80,19 @@ def _check_prices_and_allocations(allocations: Any, prices: Any) -> tuple[np.nda
     return alloc, np.broadcast_to(price, alloc.shape)
 
 
+def _growth(alloc: np.ndarray, price: np.ndarray, trans_cost: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-step growth factors (T-1,), L1 allocation changes (T-1,) and the log equity curve (T,).
+
+    The one definition of a portfolio's wealth, shared by the metrics and the equity curves.
+    """
+    gross_ratio = price[1:] / price[:-1]  # 1 + r_{t+1}, t = 0..T-2
+    change = np.abs(np.diff(alloc, axis=0)).sum(axis=1)  # |a_{t+1} - a_t|_1
+    growth = np.maximum((alloc[:-1] * gross_ratio).sum(axis=1) - trans_cost * change, GROWTH_FLOOR)
+    # Summing logs keeps log_return finite even where the curve itself underflows to 0.
+    log_curve = np.concatenate([[0.0], np.cumsum(np.log(growth))])
+    return growth, change, log_curve
+
+
 def portfolio_metrics(
     allocations: Any,
     prices: Any,
@@ -100,13 +118,7 @@ def portfolio_metrics(
         0.1000...
     """
     alloc, price = _check_prices_and_allocations(allocations, prices)
-    trans_cost = float(trans_cost)
-    gross_ratio = price[1:] / price[:-1]  # 1 + r_{t+1}, t = 0..T-2
-    change = np.abs(np.diff(alloc, axis=0)).sum(axis=1)  # |a_{t+1} - a_t|_1
-    growth = np.maximum((alloc[:-1] * gross_ratio).sum(axis=1) - trans_cost * change, GROWTH_FLOOR)
-
-    # Summing logs keeps log_return finite even where the curve itself underflows to 0.
-    log_curve = np.concatenate([[0.0], np.cumsum(np.log(growth))])
+    growth, change, log_curve = _growth(alloc, price, float(trans_cost))
     curve = np.exp(log_curve)
     running_peak = np.maximum.accumulate(curve)
     drawdown = np.where(running_peak > 0, (curve - running_peak) / running_peak, 0.0)
@@ -166,6 +178,14 @@ def baseline_metrics(
     metrics_fn = portfolio_metrics if metrics_fn is None else metrics_fn
     equal_weight = metrics_fn(equal_weight_allocations(steps, assets), price, trans_cost)
 
+    best_asset, best_allocations = _best_buy_and_hold(price, trans_cost)
+    best = {**metrics_fn(best_allocations, price, trans_cost), "asset": best_asset}
+    return {"equal_weight": equal_weight, "best_buy_and_hold": best}
+
+
+def _best_buy_and_hold(price: np.ndarray, trans_cost: float) -> tuple[int, np.ndarray]:
+    """The asset with the highest cum_return held throughout (lowest index on ties) and its allocations."""
+    steps, assets = price.shape
     best_asset, best_return, best_allocations = 0, -np.inf, None
     for asset in range(assets):
         one_hot = np.zeros((steps, assets))
@@ -173,5 +193,44 @@ def baseline_metrics(
         cum_return = portfolio_metrics(one_hot, price, trans_cost)["cum_return"]
         if cum_return > best_return:
             best_asset, best_return, best_allocations = asset, cum_return, one_hot
-    best = {**metrics_fn(best_allocations, price, trans_cost), "asset": best_asset}
-    return {"equal_weight": equal_weight, "best_buy_and_hold": best}
+    return best_asset, best_allocations
+
+
+def equity_curves(allocations: Any, prices: Any, trans_cost: float = 0.0) -> dict[str, np.ndarray]:
+    """Wealth over time of the policy, the equal-weight and the best buy-and-hold baselines.
+
+    The same wealth as :func:`portfolio_metrics` (and costs as :func:`baseline_metrics`): every
+    curve starts at 1.0 and is multiplied, step by step, by that step's growth net of transaction
+    costs, so the log of each curve's last value is that strategy's ``log_return``.
+
+    Args:
+        allocations: (T, M) weights the policy actually holds (numpy array or torch tensor).
+        prices: (T, M) positive price levels, or (T, 1) / (T,) broadcast to every asset.
+        trans_cost: cost per unit of L1 allocation change.
+
+    Returns:
+        ``{"step": 0..T-1 (int64), "policy", "equal_weight", "best_buy_and_hold": (T,) float64}``
+        (the keys of :data:`EQUITY_SERIES`, in that order): row ``t`` is the wealth at step ``t``,
+        after the returns from step 0 to step ``t`` (1.0 at step 0, before any return). The best
+        buy-and-hold asset is the one :func:`baseline_metrics` reports.
+
+    Example:
+        >>> equity_curves([[1.0], [1.0]], [[100.0], [110.0]])["policy"].tolist()  # doctest: +ELLIPSIS
+        [1.0, 1.1000...]
+    """
+    alloc, price = _check_prices_and_allocations(allocations, prices)
+    trans_cost = float(trans_cost)
+    steps, assets = alloc.shape
+    # The baselines are defined on the prices' own columns (a (T, 1) price broadcast to M
+    # allocation columns is one asset), exactly as baseline_metrics sees them.
+    own = _as_float64(prices, "prices")
+    own = own[:, None] if own.ndim == 1 else own
+    _, best_allocations = _best_buy_and_hold(own, trans_cost)
+    curves: dict[str, np.ndarray] = {"step": np.arange(steps, dtype=np.int64)}
+    for name, (a, p) in (
+        ("policy", (alloc, price)),
+        ("equal_weight", (equal_weight_allocations(steps, own.shape[1]), own)),
+        ("best_buy_and_hold", (best_allocations, own)),
+    ):
+        curves[name] = np.exp(_growth(a, p, trans_cost)[2])
+    return curves

@@ -3,6 +3,10 @@
 The column set of events.csv is the run contract's (``psann.contract.EVENT_COLUMNS``,
 docs/run_outputs.md), fixed so pyarrow.csv and people read it without hand parsing; rows are
 written with the csv module and flushed one by one.
+
+Whatever a run writes is also a sign of life: ``watch_events`` lets a watchdog (the run CLI's
+``--hang-timeout``, a sweep trial's heartbeat) see every events.csv row and every ``psann`` log
+record written in this process, without the run knowing it is watched.
 """
 
 from __future__ import annotations
@@ -13,16 +17,98 @@ import logging
 import math
 import os
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import yaml
 
 from psann.contract import EVENT_COLUMNS
 
-__all__ = ["EventLog", "RunLogging", "atomic_write_text", "json_safe", "write_json_atomic", "write_yaml_atomic"]
+__all__ = [
+    "EventListener",
+    "EventLog",
+    "RunLogging",
+    "atomic_write_text",
+    "json_safe",
+    "watch_events",
+    "write_json_atomic",
+    "write_yaml_atomic",
+]
+
+logger = logging.getLogger(__name__)
+
+# (event, row): the events.csv row as written (every EVENT_COLUMNS key, cells as text), or for a
+# log record event "log" and a row with timestamp, event and message.
+EventListener = Callable[[str, Mapping[str, str]], None]
+LOG_EVENT = "log"
+
+# The listener registry (register with watch_events): process-wide, because a run's writers do not
+# know who watches them; Ray runs one trial at a time per worker process.
+_listeners: list[EventListener] = []
+_listeners_lock = threading.Lock()
+_failed_listeners: set[int] = set()  # id() of listeners whose failure was already logged
+
+
+def _notify(event: str, row: Mapping[str, str]) -> None:
+    """Call every listener; a listener that raises is logged (once) and never breaks the writer."""
+    for listener in tuple(_listeners):
+        try:
+            listener(event, row)
+        except Exception:  # noqa: BLE001 - a watcher must never break the run it watches
+            if id(listener) not in _failed_listeners:
+                _failed_listeners.add(id(listener))
+                logger.warning("event listener %r failed (ignored)", listener, exc_info=True)
+
+
+class _LogRecordListener(logging.Handler):
+    """Forwards ``psann`` log records (the lines of run.log) to one listener."""
+
+    def __init__(self, listener: EventListener) -> None:
+        super().__init__(level=logging.NOTSET)
+        self.listener = listener
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            row = {
+                "timestamp": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+                "event": LOG_EVENT,
+                "message": f"{record.levelname} {record.name}: {record.getMessage()}",
+            }
+            self.listener(LOG_EVENT, row)
+        except Exception:  # noqa: BLE001 - same rule as for events rows
+            if id(self.listener) not in _failed_listeners:
+                _failed_listeners.add(id(self.listener))
+                logger.warning("log listener %r failed (ignored)", self.listener, exc_info=True)
+
+
+@contextmanager
+def watch_events(listener: EventListener, *, log_records: bool = True) -> Iterator[EventListener]:
+    """Call ``listener(event, row)`` after every events.csv row written in this process while inside.
+
+    With ``log_records`` it also gets each record of the ``psann`` logger (what run.log shows) as
+    event ``"log"``. The listener runs in the writing thread, so it must be cheap; an exception in
+    it is logged once and ignored. Example::
+
+        with watch_events(lambda event, row: print(event, row["epoch"])):
+            execute_run(config, run_dir)
+    """
+    handler = _LogRecordListener(listener) if log_records else None
+    with _listeners_lock:
+        _listeners.append(listener)
+    if handler is not None:
+        logging.getLogger("psann").addHandler(handler)
+    try:
+        yield listener
+    finally:
+        if handler is not None:
+            logging.getLogger("psann").removeHandler(handler)
+        with _listeners_lock:
+            _listeners.remove(listener)
+        _failed_listeners.discard(id(listener))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -97,6 +183,8 @@ class EventLog:
         row["message"] = message
         self._writer.writerow(row)
         self._handle.flush()
+        if _listeners:
+            _notify(event, row)
 
     def close(self) -> None:
         if not self._handle.closed:

@@ -32,9 +32,10 @@ from psann.contract import (
     RUN_INTERRUPTED,
     RUN_RUNNING,
     RUN_SUCCESS,
+    equity_file,
 )
 from psann.data import load_loader, load_npz
-from psann.evaluation import context_for, evaluate_run
+from psann.evaluation import context_for, evaluate_split, write_equity_csv
 from psann.runconfig import ConfigError, RunConfig, load_config_file, parse_run_config
 from psann.runlog import EventLog, RunLogging, write_json_atomic, write_yaml_atomic
 from psann.training import Callback, TrainingLoop, TrainingSnapshot
@@ -324,9 +325,12 @@ def execute_run(
             run.events.write("dataset", message=shapes)
             logger.info("dataset: %s", shapes)
             _fit(run, data, list(callbacks), resume_state)
-            evaluation = evaluate_run(config, run.estimator, data,
-                                      warn=lambda message: run.events.write("warning", message=message))
-            run.write_metrics(RUN_SUCCESS, **evaluation)
+            evaluation = evaluate_split(config, run.estimator, data,
+                                        warn=lambda message: run.events.write("warning", message=message))
+            if evaluation.equity is not None:
+                # Before the final metrics.json: a run that says success has its equity curves.
+                write_equity_csv(run_dir / equity_file(evaluation.split), evaluation.equity)
+            run.write_metrics(RUN_SUCCESS, **evaluation.metrics)
             run.events.write("run_end", message=f"status={RUN_SUCCESS} duration_seconds={run.metrics['duration_seconds']:.2f}")
             logger.info(
                 "run %s finished: val_loss=%s test_loss=%s best_epoch=%s",

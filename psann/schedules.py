@@ -40,9 +40,11 @@ class W0Warmup(Callback):
         _net(loop).set_first_layer_w0(self.value())
 
     def on_epoch_end(self, loop: TrainingLoop, record: dict[str, Any]) -> None:
+        # The next epoch's w0 is set when it begins: until then the network keeps the w0 this
+        # epoch was trained and validated with, so the epoch's checkpoint and the final model
+        # are scored with the w0 their val_loss was measured with.
         record["first_layer_w0"] = _net(loop).first_layer_w0
         self.epochs_seen += 1
-        _net(loop).set_first_layer_w0(self.value())
 
     def state_dict(self) -> dict[str, Any]:
         return {"epochs_seen": self.epochs_seen}

@@ -363,6 +363,7 @@ class TrainingLoop:
                 # The architecture changed since the best epoch (progressive depth): the best
                 # epoch's module replaces the current one; callers read loop.model afterwards.
                 self.model = self._best_model
+            _copy_first_layer_w0(self.model, self._best_model)
         for callback in self.callbacks:
             callback.on_train_end(self)
         return self.history
@@ -460,6 +461,14 @@ def _inductor() -> Any:
     import torch._dynamo  # imported on first compile only: it costs about a second
 
     return torch._dynamo.lookup_backend("inductor")
+
+
+def _copy_first_layer_w0(model: nn.Module, best: nn.Module) -> None:
+    """Give the restored model the best epoch's stem w0, a plain attribute outside the state_dict
+    that a w0 warm-up changes between epochs."""
+    net, best_net = getattr(model, "net", model), getattr(best, "net", best)
+    if net is not best_net and hasattr(net, "set_first_layer_w0") and hasattr(best_net, "first_layer_w0"):
+        net.set_first_layer_w0(best_net.first_layer_w0)
 
 
 def _same_structure(a: nn.Module, b: nn.Module) -> bool:

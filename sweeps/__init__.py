@@ -3,7 +3,7 @@
 Public names load their module on first use (PEP 562): ``import sweeps.results`` reads Parquet
 without importing torch (through ``sweeps.spec``) or Ray (through ``sweeps.stages``). Ray is
 imported only by the modules that drive it (``sweeps.stages``, ``sweeps.trainable``,
-``sweeps.watchdog``).
+``sweeps.watchdog``, ``sweeps.heartbeat``, ``sweeps.evaluate``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,11 @@ _EXPORTS: dict[str, str] = {
     "SchemaConflictError": "sweeps.results",
     "WhereError": "sweeps.results",
     "ingest_sweep": "sweeps.results",
+    "load_equity": "sweeps.results",
     "load_events": "sweeps.results",
     "load_trials": "sweeps.results",
+    "summarize_configs": "sweeps.results",
+    "ReportSpec": "sweeps.spec",
     "SchedulerSpec": "sweeps.spec",
     "StageSpec": "sweeps.spec",
     "SweepError": "sweeps.spec",
@@ -27,6 +30,7 @@ _EXPORTS: dict[str, str] = {
     "load_sweep": "sweeps.spec",
     "validate_trial_configs": "sweeps.spec",
     "run_sweep": "sweeps.stages",
+    "evaluate_top_trials": "sweeps.evaluate",
 }
 
 __all__ = sorted(_EXPORTS)

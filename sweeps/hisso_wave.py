@@ -25,7 +25,15 @@ if __package__ in (None, ""):  # run as a script: make the project root importab
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from psann.contract import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_NO_GPU, EXIT_OK
+from psann.contract import (
+    EVALUATION_FILE,
+    EXIT_BAD_INPUT,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_NO_GPU,
+    EXIT_OK,
+    RANK_WINDOW,
+)
 from sweeps.spec import SweepError, available_profiles, describe_plan, load_sweep, validate_trial_configs
 from sweeps.storage import SweepStore
 
@@ -154,7 +162,7 @@ def _main(argv: Sequence[str] | None) -> int:
     finally:
         ray.shutdown()
     print()
-    print(format_summary(results, sweep_dir.uri_of("tables") if sweep_dir.exists("tables") else None))
+    print(format_summary(results, sweep_dir.uri_of("tables") if sweep_dir.exists("tables") else None, sweep_dir))
     print(f"sweep folder: {sweep_dir}")
     _print_best(results, sweep_dir)
     return EXIT_OK if results and all(r.passed for r in results) else EXIT_FAILURE
@@ -174,19 +182,33 @@ def _resume_command(argv: Sequence[str] | None, name: str) -> str:
 
 
 def _print_best(results, sweep_dir: SweepStore) -> None:
-    """End with the best trial's metrics (the last stage that has one)."""
+    """End with the winner: the last stage's best trial by the ranking rule, with its test figures.
+
+    The figures come from the trial's evaluation.json (its best checkpoint evaluated on the test
+    split after the stage), so a pruned winner has them too; a failed evaluation is said, never
+    left out silently.
+    """
     for result in reversed(results):
         best = result.best()
         if best is None:
             continue
+        where = sweep_dir.uri_of(result.stage, best.trial_dir)
+        print(f"best trial of stage {result.stage}: {best.trial_id} ({best.outcome.lower()}, {where})")
         metrics = sweep_dir.read_json(result.stage, best.trial_dir, "metrics.json") or {}
-        print(f"best trial of stage {result.stage}: {best.trial_id} ({sweep_dir.uri_of(result.stage, best.trial_dir)})")
-        keys = ("val_loss", "test_loss", "eval_split", "best_epoch", "epochs_run", "reward", "reward_mean", "device",
-                "throughput_eps_per_sec", "throughput_samples_per_sec", "duration_seconds")
-        # Keys that do not apply to this run (a HISSO run has no samples/s) are left out.
-        shown = [k for k in keys if metrics.get(k) is not None or k in ("val_loss", "test_loss")]
-        print("  " + "  ".join(f"{k}={metrics[k]:.5g}" if isinstance(metrics.get(k), float) else f"{k}={metrics.get(k)}" for k in shown))
-        portfolio = metrics.get("portfolio") or {}
+        evaluation = sweep_dir.read_json(result.stage, best.trial_dir, EVALUATION_FILE)
+        print(f"  val_loss_smoothed={best.val_loss_smoothed:.5g} (mean of the last {_rank_window(sweep_dir)} epochs) "
+              f"val_loss_min={_fmt(metrics.get('val_loss'))} epochs_run={metrics.get('epochs_run')} "
+              f"device={metrics.get('device')}")
+        if not isinstance(evaluation, dict):
+            print("  test: no evaluation.json (top_k: 0 in the sweep file?)")
+            return
+        if evaluation.get("error"):
+            print(f"  test: the evaluation failed: {str(evaluation['error']).strip().splitlines()[-1]}")
+            return
+        print(f"  {evaluation.get('split')} from {evaluation.get('checkpoint')} (epoch {evaluation.get('checkpoint_epoch')}): "
+              f"test_loss={_fmt(evaluation.get('test_loss'))} test_mse={_fmt(evaluation.get('test_mse'))} "
+              f"test_reward_full={_fmt(evaluation.get('test_reward_full'))}")
+        portfolio = evaluation.get("portfolio") or {}
         for name in ("policy", "equal_weight", "best_buy_and_hold"):
             m = portfolio.get(name)
             if m:
@@ -194,6 +216,15 @@ def _print_best(results, sweep_dir: SweepStore) -> None:
                       f"cum_return={m['cum_return']:+.4f} sharpe={m['sharpe']:.3f} max_drawdown={m['max_drawdown']:.3f} "
                       f"turnover={m['turnover']:.3f}")
         return
+
+
+def _fmt(value) -> str:
+    return f"{value:.5g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
+def _rank_window(sweep_dir: SweepStore) -> int:
+    record = sweep_dir.read_json("sweep.json") or {}
+    return int(record.get("rank_window", RANK_WINDOW))
 
 
 if __name__ == "__main__":

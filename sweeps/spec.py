@@ -4,8 +4,13 @@ A sweep file (configs/sweeps/*.yaml)::
 
     name: hisso_wave
     base_config: ../hisso/wave_resnet_small.yaml      # relative to the sweep file
-    seed: 42                                          # run seed unless the config sets random_state
-    hang_timeout_s: 600                               # a trial silent this long is stopped as HUNG
+    seed: 42                                          # seeds the search and the runs (a config's random_state wins)
+    hang_timeout_s: 600                               # a trial that writes nothing this long is stopped as HUNG
+    search: random                                    # or optuna (TPE through Ray Tune's OptunaSearch)
+    repeats: 1                                        # runs per configuration, seeds seed + 0..repeats-1
+    rank_window: 3                                    # trials rank by the mean val_loss of their last 3 epochs
+    top_k: 3                                          # the top trials of each stage evaluated on the test split
+    report: {every_epochs: 5, every_seconds: 120}     # Tune report + checkpoint cadence (and ASHA rungs)
     search_space:                                     # dotted paths into the run config
       estimator.params.lr: {loguniform: [0.0003, 0.003]}
       hisso.window: {grid: [32, 48]}
@@ -45,6 +50,7 @@ from psann.errors import ValidationError, short_repr, unknown_key
 from psann.runconfig import ConfigError, apply_overrides, load_config_file, parse_run_config
 
 __all__ = [
+    "ReportSpec",
     "SchedulerSpec",
     "StageSpec",
     "SweepError",
@@ -56,7 +62,12 @@ __all__ = [
 ]
 
 SEARCH_KINDS = ("choice", "uniform", "loguniform", "randint", "grid")
-_TOP_KEYS = ("name", "base_config", "seed", "hang_timeout_s", "search_space", "stages", "profiles")
+_TOP_KEYS = (
+    "name", "base_config", "seed", "hang_timeout_s", "search", "repeats", "rank_window", "top_k", "report",
+    "search_space", "stages", "profiles",
+)
+SEARCH_ALGORITHMS = ("random", "optuna")
+_REPORT_KEYS = ("every_epochs", "every_seconds")
 _STAGE_KEYS = (
     "name",
     "resources",
@@ -68,6 +79,7 @@ _STAGE_KEYS = (
     "overrides",
     "max_failures",
     "allow_cpu",
+    "report",
 )
 _SCHEDULER_KEYS = ("type", "max_t", "grace_period", "reduction_factor")
 
@@ -110,6 +122,39 @@ class SchedulerSpec:
     grace_period: int = 1  # ASHA: epochs every trial runs before it can be stopped
     reduction_factor: int = 3  # ASHA: keep 1/reduction_factor of trials at each rung
 
+    def milestones(self) -> tuple[int, ...]:
+        """The epochs at which ASHA compares trials (its rungs), smallest first; () without ASHA.
+
+        Ray's ASHA puts rungs at grace_period * reduction_factor**k below max_t; every trial
+        reports at these epochs whatever its report cadence, so pruning does not depend on it.
+        """
+        if self.kind != "asha" or self.max_t is None:
+            return ()
+        rungs, t = [], self.grace_period
+        while t < self.max_t:
+            rungs.append(t)
+            t *= self.reduction_factor
+        return tuple(rungs)
+
+
+@dataclass(frozen=True)
+class ReportSpec:
+    """How often a trial reports to Tune and checkpoints: every N epochs or T seconds, whichever first.
+
+    ASHA's rungs and the last epoch are always reported. A lost node costs at most the work since
+    the last report: N epochs or T seconds of one trial, whichever is less.
+    """
+
+    every_epochs: int = 5
+    every_seconds: float | None = 120.0
+
+    def due(self, epoch: int, epochs_since: int, seconds_since: float) -> bool:
+        """Whether to report now, given the epochs and seconds since the last report."""
+        del epoch
+        if epochs_since >= self.every_epochs:
+            return True
+        return self.every_seconds is not None and seconds_since >= self.every_seconds
+
 
 @dataclass(frozen=True)
 class StageSpec:
@@ -126,6 +171,7 @@ class StageSpec:
     overrides: dict[str, Any] = field(default_factory=dict)  # dotted-path run-config overrides
     max_failures: int = 1  # retries of a trial after a failure (a lost node), from its checkpoint
     allow_cpu: bool = False  # run a GPU stage on CPU when no GPU can be had (also --allow-cpu)
+    report: ReportSpec = field(default_factory=ReportSpec)  # report and checkpoint cadence
 
     @property
     def wants_gpu(self) -> bool:
@@ -150,8 +196,16 @@ class SweepSpec:
     stages: tuple[StageSpec, ...]
     seed: int = 42
     hang_timeout_s: float = 600.0
+    search: str = "random"  # "random" or "optuna"
+    repeats: int = 1  # runs per configuration (seeds seed + r, r = 0..repeats-1)
+    rank_window: int = 3  # epochs averaged by the ranking rule (psann.contract.smoothed_loss)
+    top_k: int = 3  # trials per stage evaluated on the test split after the stage
     profile: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def trial_count(self, stage: StageSpec) -> int:
+        """Trials the stage runs: samples x grid combinations x repeats."""
+        return stage.num_samples * grid_size(self.search_space) * self.repeats
 
     def stage(self, name: str) -> StageSpec:
         for stage in self.stages:
@@ -234,7 +288,21 @@ def _check_max_t(spec: SchedulerSpec, epochs: Any, key: str) -> None:
         )
 
 
-def _parse_stage(value: Any, index: int) -> StageSpec:
+def _parse_report(value: Any, key: str, default: ReportSpec) -> ReportSpec:
+    if value is None:
+        return default
+    section = _mapping(value, key)
+    for k in section:
+        if k not in _REPORT_KEYS:
+            raise _unknown(k, _REPORT_KEYS, key)
+    every_epochs = _int(section.get("every_epochs", default.every_epochs), f"{key}.every_epochs", 1)
+    seconds = section.get("every_seconds", default.every_seconds)
+    if seconds is not None:
+        seconds = _number(seconds, f"{key}.every_seconds", 1.0)
+    return ReportSpec(every_epochs=every_epochs, every_seconds=seconds)
+
+
+def _parse_stage(value: Any, index: int, report: ReportSpec = ReportSpec()) -> StageSpec:
     key = f"stages[{index}]"
     section = _mapping(value, key)
     for k in section:
@@ -277,6 +345,7 @@ def _parse_stage(value: Any, index: int) -> StageSpec:
         overrides=overrides,
         max_failures=_int(section.get("max_failures", 1), f"{key}.max_failures", 0),
         allow_cpu=allow_cpu,
+        report=_parse_report(section.get("report"), f"{key}.report", report),
     )
 
 
@@ -331,7 +400,8 @@ def parse_sweep(raw: Mapping[str, Any], *, path: Path, profile: str | None = Non
     stages_raw = data.get("stages")
     if not isinstance(stages_raw, list) or not stages_raw:
         raise SweepError("stages", "expected a non-empty list of stages")
-    stages = tuple(_parse_stage(s, i) for i, s in enumerate(stages_raw))
+    report = _parse_report(data.get("report"), "report", ReportSpec())
+    stages = tuple(_parse_stage(s, i, report) for i, s in enumerate(stages_raw))
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise SweepError("stages", f"stage names must be unique, got {names}")
@@ -343,15 +413,29 @@ def parse_sweep(raw: Mapping[str, Any], *, path: Path, profile: str | None = Non
             planned = stage.overrides.get("estimator.params.epochs", base_epochs)
             _check_max_t(stage.scheduler, planned, f"stages.{stage.name}.scheduler")
     hang = _number(data.get("hang_timeout_s", 600), "hang_timeout_s", 1.0)
+    search = data.get("search", "random")
+    if search not in SEARCH_ALGORITHMS:
+        raise SweepError.expected("search", " or ".join(SEARCH_ALGORITHMS), search)
+    search_space = _check_search_space(_mapping(data.get("search_space"), "search_space"))
+    if search == "optuna":
+        grids = [path for path, v in search_space.items() if isinstance(v, Mapping) and "grid" in v]
+        if grids:
+            raise SweepError(f"search_space.{grids[0]}", "grid is not supported with search: optuna "
+                             "(TPE samples every parameter); use choice, or search: random")
+    repeats = _int(data.get("repeats", 1), "repeats", 1)
     return SweepSpec(
         name=name,
         path=path.resolve(),
         base_config_path=base_path,
         base_config=base_config,
-        search_space=_check_search_space(_mapping(data.get("search_space"), "search_space")),
+        search_space=search_space,
         stages=stages,
         seed=_int(data.get("seed", 42), "seed", 0),
         hang_timeout_s=hang,
+        search=search,
+        repeats=repeats,
+        rank_window=_int(data.get("rank_window", 3), "rank_window", 1),
+        top_k=_int(data.get("top_k", 3), "top_k", 0),
         profile=profile,
         raw=dict(raw),
     )
@@ -467,9 +551,11 @@ def describe_plan(spec: SweepSpec) -> list[str]:
     """Human-readable plan lines: stages, trials, resources, schedulers."""
     lines = [f"sweep {spec.name!r} from {spec.path}" + (f" (profile {spec.profile})" if spec.profile else "")]
     lines.append(f"base config: {spec.base_config_path}")
-    grid = grid_size(spec.search_space)
+    repeats = f", {spec.repeats} runs per configuration (seeds {spec.seed}..{spec.seed + spec.repeats - 1})" if spec.repeats > 1 else ""
+    lines.append(f"search: {spec.search} (seed {spec.seed}){repeats}; ranking: mean val_loss of the last "
+                 f"{spec.rank_window} epochs; top {spec.top_k} per stage evaluated on test")
     for stage in spec.stages:
-        trials = stage.num_samples * grid
+        trials = spec.trial_count(stage)
         sched = (
             f"ASHA(max_t={stage.scheduler.max_t}, grace={stage.scheduler.grace_period}, rf={stage.scheduler.reduction_factor})"
             if stage.scheduler.kind == "asha"
@@ -479,6 +565,8 @@ def describe_plan(spec: SweepSpec) -> list[str]:
         lines.append(
             f"stage {stage.name}: {trials} trials x {{cpu: {stage.cpu:g}, gpu: {stage.gpu:g}}}{gpu_note}, "
             f"epochs={stage.epochs or 'config'}, scheduler={sched}, max_concurrent={stage.max_concurrent_trials or 'auto'}, "
+            f"report every {stage.report.every_epochs} epochs"
+            + (f" or {stage.report.every_seconds:g} s" if stage.report.every_seconds is not None else "") + ", "
             f"pass if >= {stage.min_success_fraction:.0%} succeed; peak ask {{cpu: {stage.cpu * min(trials, stage.max_concurrent_trials or trials):g}, "
             f"gpu: {stage.gpu * min(trials, stage.max_concurrent_trials or trials):g}}}"
         )

@@ -19,21 +19,28 @@ from typing import Any, Sequence
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import BasicVariantGenerator, Repeater
 
 from psann.contract import (
     ERROR,
     HUNG,
     INCOMPLETE,
+    EVALUATION_FILE,
     PASSING_OUTCOMES,
     PRUNED,
+    REPEAT_KEY,
     SUCCESS,
     TUNE_METRIC,
     TUNE_MODE,
     best_trial,
+    config_id,
+    rank_configurations,
+    rank_trials,
     trial_outcome,
 )
-from sweeps.spec import StageSpec, SweepSpec, grid_size, to_param_space
+from sweeps.spec import StageSpec, SweepSpec, to_param_space
 from sweeps.storage import SweepStore
+from sweeps import heartbeat
 from sweeps.trainable import hisso_trial
 from sweeps.watchdog import HangGuard
 
@@ -73,6 +80,11 @@ class TrialOutcome:
     params: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     hung_last_events: str | None = None
+    # The ranking value (psann.contract.RANK_METRIC): the mean val_loss of the trial's last
+    # rank_window epochs, as last reported to Tune.
+    val_loss_smoothed: float | None = None
+    config_id: str | None = None  # psann.contract.config_id of params (repeats share it)
+    repeat: int = 0  # the repeat index r (seed = sweep seed + r)
 
 
 @dataclass(frozen=True)
@@ -93,8 +105,30 @@ class StageResult:
         return sum(1 for t in self.trials if t.outcome in PASSING_OUTCOMES) / len(self.trials) if self.trials else 0.0
 
     def best(self) -> TrialOutcome | None:
-        """The stage's best trial by the one ranking rule (``psann.contract.best_trial``)."""
+        """The stage's best trial by the one ranking rule (``psann.contract.best_trial``).
+
+        With repeats: the best-ranked run of the best configuration.
+        """
+        configs = self.configurations()
+        if configs and max(c["runs"] for c in configs) > 1:
+            return best_trial(configs[0]["trials"], status_key="outcome")
         return best_trial(self.trials, status_key="outcome")
+
+    def ranked(self) -> list[TrialOutcome]:
+        """Ranked trials, best first (finished and pruned; others left out)."""
+        return rank_trials(self.trials, status_key="outcome")
+
+    def configurations(self) -> list[dict[str, Any]]:
+        """Configurations ranked by the mean ranking value of their runs (``rank_configurations``)."""
+        return rank_configurations(self.trials, status_key="outcome")
+
+    def to_evaluate(self, top_k: int) -> list[TrialOutcome]:
+        """The trials evaluated on the test split: every ranked run of the top_k configurations,
+        best configuration first (one run per configuration without repeats)."""
+        chosen: list[TrialOutcome] = []
+        for entry in self.configurations()[:top_k]:
+            chosen.extend(rank_trials(entry["trials"], status_key="outcome"))
+        return chosen
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -161,6 +195,7 @@ def _outcome(result, hung_trials: dict[str, dict[str, Any]], store: SweepStore, 
         error = f"{type(result.error).__name__}: {result.error}".strip()[:2000]
     val_loss = metrics_json.get("val_loss", reported.get("val_loss"))
     params = {k: v for k, v in (result.config or {}).items()}
+    smoothed = reported.get(TUNE_METRIC)
     return TrialOutcome(
         trial_id=trial_id,
         trial_dir=trial_id,
@@ -169,14 +204,23 @@ def _outcome(result, hung_trials: dict[str, dict[str, Any]], store: SweepStore, 
         iterations=reported.get("training_iteration"),
         node_id=reported.get("node_id"),
         device=reported.get("device") or metrics_json.get("device"),
-        val_loss=val_loss if isinstance(val_loss, (int, float)) and math.isfinite(val_loss) else None,
+        val_loss=_finite_or_none(val_loss),
         params=params,
         error=error,
         hung_last_events=hung["last_events"] if hung else None,
+        val_loss_smoothed=_finite_or_none(smoothed),
+        config_id=config_id(params),
+        repeat=int(params.get(REPEAT_KEY, 0) or 0),
     )
 
 
-def _trainable(spec: SweepSpec, stage: StageSpec, cpu_only: bool):
+def _finite_or_none(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _trainable(spec: SweepSpec, stage: StageSpec, cpu_only: bool, board: str | None = None):
     overrides = stage.run_overrides()
     if cpu_only:
         overrides["estimator.params.device"] = "cpu"
@@ -187,22 +231,55 @@ def _trainable(spec: SweepSpec, stage: StageSpec, cpu_only: bool):
         base_source=str(spec.base_config_path),
         stage_overrides=overrides,
         seed=spec.seed,
+        rank_window=spec.rank_window,
+        report=stage.report,
+        milestones=stage.scheduler.milestones(),
+        board=board,
     )
     gpu = 0.0 if cpu_only else stage.gpu
     return tune.with_resources(trainable, {"cpu": stage.cpu, "gpu": gpu})
 
 
-def _scheduler(stage: StageSpec, spec: SweepSpec, store: SweepStore) -> HangGuard:
+def _scheduler(stage: StageSpec, spec: SweepSpec, store: SweepStore, board: str | None = None) -> HangGuard:
     if stage.scheduler.kind == "asha":
         inner = ASHAScheduler(
-            time_attr="training_iteration",
+            # Epochs, not reports: grace_period and max_t mean the same whatever the report cadence.
+            time_attr="epoch",
             max_t=stage.scheduler.max_t,
             grace_period=stage.scheduler.grace_period,
             reduction_factor=stage.scheduler.reduction_factor,
         )
     else:
         inner = FIFOScheduler()
-    return HangGuard(inner, spec.hang_timeout_s, store=store, stage=stage.name)
+    return HangGuard(inner, spec.hang_timeout_s, store=store, stage=stage.name, board=board)
+
+
+def _search(spec: SweepSpec, stage: StageSpec) -> tuple[Any, dict[str, Any]]:
+    """The stage's search algorithm, seeded with the sweep seed, and its param space.
+
+    Random search is Tune's BasicVariantGenerator with ``random_state``: the same sweep file and
+    seed sample the same configurations in the same order. With repeats each sampled
+    configuration is held constant over a grid of repeat indices (``constant_grid_search``).
+    TPE is Ray Tune's OptunaSearch with the seed, wrapped in Tune's Repeater for repeats (which
+    reports the mean of a configuration's runs to TPE). Tune applies ``max_concurrent_trials`` to
+    a Searcher itself but ignores it for a variant generator passed in, so the generator gets it.
+    """
+    space = to_param_space(spec.search_space)
+    if spec.search == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        searcher: Any = OptunaSearch(seed=spec.seed)
+        if spec.repeats > 1:
+            searcher = Repeater(searcher, repeat=spec.repeats, set_index=True)
+        return searcher, space
+    if spec.repeats > 1:
+        space[REPEAT_KEY] = tune.grid_search(list(range(spec.repeats)))
+    generator = BasicVariantGenerator(
+        random_state=spec.seed,
+        constant_grid_search=spec.repeats > 1,
+        max_concurrent=stage.max_concurrent_trials or 0,
+    )
+    return generator, space
 
 
 def run_stage(
@@ -226,9 +303,10 @@ def run_stage(
     if cpu_only:
         logger.warning("stage %s: no GPU in the cluster; running on CPU as allowed (--allow-cpu)", stage.name)
 
-    guard = _scheduler(stage, spec, store)
-    trainable = _trainable(spec, stage, cpu_only)
-    param_space = to_param_space(spec.search_space)
+    board = heartbeat.board_name(store.name, stage.name)
+    guard = _scheduler(stage, spec, store, board)
+    trainable = _trainable(spec, stage, cpu_only, board)
+    search_alg, param_space = _search(spec, stage)
     if resume and tune.Tuner.can_restore(stage_uri):
         logger.info("stage %s: restoring the interrupted Tune experiment at %s", stage.name, stage_uri)
         tuner = tune.Tuner.restore(
@@ -246,9 +324,11 @@ def run_stage(
             tune_config=tune.TuneConfig(
                 metric=TUNE_METRIC,
                 mode=TUNE_MODE,
-                num_samples=stage.num_samples,
+                search_alg=search_alg,
+                # Tune counts a searcher's trials; the variant generator multiplies samples by grids.
+                num_samples=stage.num_samples * (spec.repeats if spec.search == "optuna" else 1),
                 scheduler=guard,
-                max_concurrent_trials=stage.max_concurrent_trials,
+                max_concurrent_trials=stage.max_concurrent_trials if spec.search == "optuna" else None,
                 trial_dirname_creator=_trial_dirname,
                 trial_name_creator=_trial_dirname,
             ),
@@ -258,20 +338,27 @@ def run_stage(
                 # Tune snapshots the whole experiment state each time a trial has made num_to_keep
                 # checkpoints (a round trip through the driver); keeping a few amortises that cost
                 # over several epochs while a lost node still costs at most one epoch.
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
+                # The kept checkpoints are the best by the ranking metric (and the latest, which
+                # Tune always keeps for restoring): the evaluation loads the best of them.
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=KEEP_CHECKPOINTS,
+                    checkpoint_score_attribute=TUNE_METRIC,
+                    checkpoint_score_order=TUNE_MODE,
+                ),
                 failure_config=tune.FailureConfig(max_failures=stage.max_failures),
                 sync_config=tune.SyncConfig(sync_artifacts=True),
                 verbose=verbose,
             ),
         )
-    results = tuner.fit()
+    with heartbeat.open_board(board):
+        results = tuner.fit()
     hung_trials = HangGuard.load_record(store, stage.name)
     # Tune returns early on SIGINT: it saves the experiment state, then marks the trials it stops
     # TERMINATED in memory, so the ResultGrid cannot tell an interrupted stage from a finished one.
     # The saved state can: interrupted trials are still RUNNING or PENDING there, and trials not yet
     # generated are missing. Writing stage_status.json now would mark the stage finished and
     # --resume would skip it.
-    expected = stage.num_samples * grid_size(spec.search_space)
+    expected = spec.trial_count(stage)
     saved = tune.ExperimentAnalysis(stage_uri).trials
     ended = sum(1 for t in saved if t.status in ("TERMINATED", "ERROR"))
     if ended < max(expected, len(saved)):
@@ -331,9 +418,10 @@ def run_sweep(
     _record_sweep(spec, store, stages=stages, allow_cpu=allow_cpu)
     results: list[StageResult] = []
     for stage in chosen:
-        logger.info("stage %s: starting (%d trial(s) per sample set)", stage.name, stage.num_samples * grid_size(spec.search_space))
+        logger.info("stage %s: starting (%d trial(s))", stage.name, spec.trial_count(stage))
         result = run_stage(spec, stage, store, allow_cpu=allow_cpu, resume=resume, verbose=verbose)
         results.append(result)
+        _evaluate(spec, stage, result, store)
         tables = _ingest(store)
         if tables is not None:
             logger.info("results ingested into %s", tables)
@@ -346,6 +434,23 @@ def run_sweep(
             )
             break
     return results
+
+
+def _evaluate(spec: SweepSpec, stage: StageSpec, result: StageResult, store: SweepStore) -> None:
+    """Evaluate the stage's top trials on the test split (evaluation.json beside metrics.json).
+
+    Runs after every stage, also a finished one on --resume: trials that already have an
+    evaluation.json keep it, so an interrupted evaluation is completed, never redone.
+    """
+    chosen = result.to_evaluate(spec.top_k)
+    if not chosen:
+        return
+    from sweeps.evaluate import evaluate_top_trials
+
+    gpu = 0.0 if result.ran_on_cpu else stage.gpu
+    ranked = [{"trial_id": t.trial_id, "val_loss_smoothed": t.val_loss_smoothed} for t in chosen]
+    logger.info("stage %s: evaluating %d top trial(s) on the test split", stage.name, len(ranked))
+    evaluate_top_trials(store, stage.name, ranked, top_k=len(ranked), cpu=stage.cpu, gpu=gpu)
 
 
 def _record_sweep(spec: SweepSpec, store: SweepStore, *, stages, allow_cpu: bool) -> None:
@@ -364,6 +469,10 @@ def _record_sweep(spec: SweepSpec, store: SweepStore, *, stages, allow_cpu: bool
             "stages": [s.name for s in spec.stages if stages is None or s.name in stages],
             "allow_cpu": allow_cpu,
             "seed": spec.seed,
+            "search": spec.search,
+            "repeats": spec.repeats,
+            "rank_window": spec.rank_window,
+            "top_k": spec.top_k,
             "hang_timeout_s": spec.hang_timeout_s,
             "search_space": spec.search_space,
             "ray_version": ray.__version__,
@@ -372,20 +481,35 @@ def _record_sweep(spec: SweepSpec, store: SweepStore, *, stages, allow_cpu: bool
     store.write_json(record, "sweep.json")
 
 
-def format_summary(results: Sequence[StageResult], tables: Path | None = None) -> str:
-    """The end-of-sweep table: per stage counts and its best trial."""
+def format_summary(results: Sequence[StageResult], tables: Path | str | None = None,
+                   store: SweepStore | None = None) -> str:
+    """The end-of-sweep table: per stage counts and its best trial by the ranking rule.
+
+    With ``store`` the best trial's test figures come from its evaluation.json.
+    """
     header = f"{'stage':<10} {'trials':>6} {'success':>7} {'pruned':>6} {'errors':>6} {'hung':>4} {'passed':>6}  best"
     lines = [header, "-" * len(header)]
     for result in results:
         best = result.best()
-        best_text = f"{best.trial_id} val_loss={best.val_loss:.5g}" if best else "-"
+        best_text = "-"
+        if best is not None:
+            best_text = f"{best.trial_id} val_loss_smoothed={best.val_loss_smoothed:.5g} ({best.outcome.lower()})"
+            evaluation = store.read_json(result.stage, best.trial_dir, EVALUATION_FILE) if store is not None else None
+            if isinstance(evaluation, dict):
+                test = evaluation.get("test_loss")
+                best_text += f" test_loss={test:.5g}" if isinstance(test, (int, float)) else " test_loss=(evaluation failed)"
         lines.append(
             f"{result.stage:<10} {len(result.trials):>6} {result.count(SUCCESS):>7} {result.count(PRUNED):>6} "
             f"{result.count(ERROR) + result.count(INCOMPLETE):>6} {result.count(HUNG):>4} "
             f"{'yes' if result.passed else 'NO':>6}  {best_text}" + ("  (ran on CPU)" if result.ran_on_cpu else "")
         )
         if best:
-            lines.append(f"{'':<10} best config: " + ", ".join(f"{k}={v!r}" for k, v in sorted(best.params.items())))
+            shown = {k: v for k, v in best.params.items() if k != REPEAT_KEY}
+            lines.append(f"{'':<10} best config: " + ", ".join(f"{k}={v!r}" for k, v in sorted(shown.items())))
+            configs = result.configurations()
+            if configs and configs[0]["runs"] > 1:
+                top = configs[0]
+                lines.append(f"{'':<10} over {top['runs']} runs: val_loss_smoothed {top['value']:.5g} +/- {top['std']:.2g} (std)")
     if tables is not None:
         lines.append(f"Arrow tables: {tables}")
     return "\n".join(lines)

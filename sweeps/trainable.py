@@ -1,12 +1,17 @@
 """The Ray Tune function trainable: one trial = one ``psann.runs.execute_run`` in the trial folder.
 
-It reports every main-phase epoch (val_loss, reward, throughput, node) with ``tune.report`` and a
-checkpoint holding the resumable training state plus the run files written so far, so a lost node
-costs at most one epoch and a restored trial continues its events.csv instead of starting a new one.
+It reports main-phase epochs (val_loss, its smoothed value, reward, throughput, node) with
+``tune.report`` and a checkpoint holding the resumable training state plus the run files written
+so far. Reports follow the stage's cadence (every N epochs or T seconds, whichever first) and
+always include ASHA's rung epochs and the last epoch, so pruning never depends on the cadence; a
+lost node costs at most the work since the last report. A trial restored from a checkpoint
+continues its events.csv from that checkpoint's epoch: no epoch is logged twice.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import math
 import os
@@ -20,10 +25,21 @@ import ray
 import torch
 from ray import tune
 
-from psann.contract import MAIN_PHASES, RUN_SUCCESS, TUNE_EPOCH_KEYS, TUNE_FINAL_KEYS, TUNE_METRIC
+from psann.contract import (
+    MAIN_PHASES,
+    RANK_WINDOW,
+    REPEAT_KEY,
+    RUN_SUCCESS,
+    TUNE_EPOCH_KEYS,
+    TUNE_FINAL_KEYS,
+    TUNE_METRIC,
+    smoothed_loss,
+)
 from psann.runconfig import apply_overrides, parse_run_config
 from psann.runs import execute_run
 from psann.training import Callback, TrainingLoop, TrainingSnapshot
+from sweeps.heartbeat import trial_heartbeat
+from sweeps.spec import ReportSpec
 
 __all__ = ["TrialRunError", "hisso_trial", "TuneReporter", "TRAINING_STATE"]
 
@@ -60,31 +76,72 @@ def _device_from_grant() -> str:
 
 
 class TuneReporter(Callback):
-    """Reports each main-phase epoch to Tune with a checkpoint of the training state."""
+    """Reports main-phase epochs to Tune, each with a checkpoint of the training state.
 
-    def __init__(self, run_dir: Path, *, device: str, started_at: float) -> None:
+    Every epoch's val_loss enters the smoothed value (the mean of the last ``rank_window``), so it
+    does not depend on which epochs are reported. An epoch is reported when it is one of
+    ``milestones`` (ASHA's rungs) or when ``report`` says one is due; the last epoch always is,
+    after the run's final files are written.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        device: str,
+        started_at: float,
+        rank_window: int = RANK_WINDOW,
+        report: ReportSpec | None = None,
+        milestones: tuple[int, ...] = (),
+        resumed: TrainingSnapshot | None = None,
+    ) -> None:
         self.run_dir = run_dir
         self.device = device
         self.started_at = started_at
+        self.rank_window = rank_window
+        self.report = report or ReportSpec(every_epochs=1, every_seconds=None)
+        self.milestones = frozenset(milestones)
         self.node_id = ray.get_runtime_context().get_node_id()
         self.pending: tuple[dict[str, Any], Mapping[str, Any]] | None = None
+        self.losses: list[float] = []
+        self.last_report_epoch = 0
+        self.last_report_time = time.monotonic()
+        if resumed is not None:
+            # The smoothed value continues over the epochs before the checkpoint.
+            self.losses = [self._loss(r) for r in resumed.history if r.get("phase") in MAIN_PHASES]
+            self.last_report_epoch = resumed.epoch if resumed.phase in MAIN_PHASES else 0
+        self.reports = 0
+
+    @staticmethod
+    def _loss(record: Mapping[str, Any]) -> float:
+        value = record.get("val_loss", record.get("train_loss"))
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
 
     def on_epoch_end(self, loop: TrainingLoop, record: dict[str, Any]) -> None:
         if record.get("phase") not in MAIN_PHASES:
+            return
+        self.losses.append(self._loss(record))
+        epoch = int(record["epoch"])
+        last = epoch >= loop.config.epochs
+        due = epoch in self.milestones or self.report.due(
+            epoch, epoch - self.last_report_epoch, time.monotonic() - self.last_report_time)
+        if not (last or due):
             return
         metrics: dict[str, Any] = {}
         for key in TUNE_EPOCH_KEYS:
             value = record.get(key)
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                 metrics[key] = value
-        if TUNE_METRIC not in metrics:
-            # Schedulers need val_loss in every result; without a validation split the training
-            # objective stands in, and the result says so.
-            metrics[TUNE_METRIC] = metrics.get("train_loss", math.inf)
-            metrics[f"{TUNE_METRIC}_source"] = "train"
+        if "val_loss" not in metrics:
+            # Without a validation split the training objective stands in, and the result says so.
+            metrics["val_loss"] = metrics.get("train_loss", math.inf)
+            metrics["val_loss_source"] = "train"
+        smoothed = smoothed_loss(self.losses, self.rank_window)
+        # Schedulers need the metric in every result: a diverged window ranks last.
+        metrics[TUNE_METRIC] = math.inf if smoothed is None else smoothed
         metrics.update(node_id=self.node_id, device=self.device, trial_started_at=self.started_at)
         state = loop.snapshot().to_dict()
-        if record["epoch"] >= loop.config.epochs:
+        if last:
             # The last epoch is reported after the run has evaluated and written its final files:
             # ASHA stops a trial as soon as it reports max_t, and nothing after that report runs.
             self.pending = (metrics, state)
@@ -117,19 +174,43 @@ class TuneReporter(Callback):
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(staging)))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+        self.reports += 1
+        self.last_report_epoch = int(metrics.get("epoch", self.last_report_epoch))
+        self.last_report_time = time.monotonic()
 
 
-def _set_aside_previous_attempt(run_dir: Path) -> None:
-    """A retried trial without a checkpoint keeps the failed attempt's files under attempts/N/."""
-    if not (run_dir / "metrics.json").exists():
+def _set_aside_previous_attempt(run_dir: Path, names: tuple[str, ...] = ("metrics.json", "events.csv",
+                                "config_resolved.yaml", "run.log", "checkpoints")) -> None:
+    """Keep a failed attempt's files under attempts/N/ (nothing a trial wrote is ever deleted)."""
+    present = [name for name in names if (run_dir / name).exists()]
+    if not present:
         return
     attempts = run_dir / "attempts"
     attempts.mkdir(exist_ok=True)
     target = attempts / str(len(list(attempts.iterdir())) + 1)
     target.mkdir()
-    for name in ("metrics.json", "events.csv", "config_resolved.yaml", "run.log", "checkpoints"):
-        if (run_dir / name).exists():
-            shutil.move(str(run_dir / name), str(target / name))
+    for name in present:
+        shutil.move(str(run_dir / name), str(target / name))
+
+
+def cut_events(newer: str, at_checkpoint: str) -> str:
+    """events.csv text cut back to a checkpoint: its rows, then the newer file's later non-epoch rows.
+
+    ``newer`` is the working dir's events.csv (it starts with the checkpoint's rows when the trial
+    restarts on the same node); its epoch rows after them are dropped, since the restored run
+    trains those epochs again.
+    """
+    base = list(csv.reader(io.StringIO(at_checkpoint)))
+    rows = list(csv.reader(io.StringIO(newer)))
+    if not base or rows[: len(base)] != base:
+        return at_checkpoint  # not the same log (another node's files): the checkpoint's rows only
+    event = base[0].index("event") if "event" in base[0] else None
+    later = [row for row in rows[len(base):] if event is None or len(row) <= event or row[event] != "epoch"]
+    if not later:
+        return at_checkpoint
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerows(later)
+    return at_checkpoint + out.getvalue()
 
 
 def _restore_from_checkpoint(run_dir: Path, device: str) -> Mapping[str, Any] | None:
@@ -139,11 +220,18 @@ def _restore_from_checkpoint(run_dir: Path, device: str) -> Mapping[str, Any] | 
     with checkpoint.as_directory() as folder:
         folder = Path(folder)
         state = torch.load(folder / TRAINING_STATE, map_location=device, weights_only=True)
+        # The run continues from the checkpoint's epoch, so its files must end there too: files
+        # in the working dir (a restart on the same node) may hold later epochs, which would then
+        # be logged twice. They are kept whole under attempts/N/; events.csv goes on from the
+        # checkpoint's rows plus the later rows that are not epochs (the error that ended the
+        # attempt), and the other files are the checkpoint's copies.
+        newer_events = (run_dir / "events.csv").read_text() if (run_dir / "events.csv").exists() else None
+        _set_aside_previous_attempt(run_dir, tuple(n for n in _CARRIED_FILES if (folder / n).exists()))
         for name in _CARRIED_FILES:
-            # Files in the working dir are newer when the trial restarts on the same node; a new
-            # node starts empty and gets the checkpoint's copies (at most one epoch behind).
-            if (folder / name).exists() and not (run_dir / name).exists():
+            if (folder / name).exists():
                 shutil.copy2(folder / name, run_dir / name)
+        if newer_events is not None and (folder / "events.csv").exists():
+            (run_dir / "events.csv").write_text(cut_events(newer_events, (folder / "events.csv").read_text()))
         best = run_dir / "checkpoints" / "best"
         if (folder / "best").is_dir() and not best.exists():
             shutil.copytree(folder / "best", best)
@@ -160,10 +248,19 @@ def hisso_trial(
     base_source: str,
     stage_overrides: Mapping[str, Any],
     seed: int,
+    rank_window: int = RANK_WINDOW,
+    report: ReportSpec | None = None,
+    milestones: tuple[int, ...] = (),
+    board: str | None = None,
 ) -> None:
-    """Tune function trainable: ``config`` holds the sampled dotted-path parameters."""
+    """Tune function trainable: ``config`` holds the sampled dotted-path parameters.
+
+    With repeats, ``config[REPEAT_KEY]`` is the repeat index r and the run's seed is seed + r.
+    """
     started_at = time.time()
-    overrides = {**dict(stage_overrides), **dict(config)}
+    sampled = dict(config)
+    repeat = int(sampled.pop(REPEAT_KEY, 0) or 0)
+    overrides = {**dict(stage_overrides), **sampled}
     run_config = parse_run_config(apply_overrides(base_config, overrides), base_dir=base_dir, source=base_source)
     device = _device_from_grant()
     _use_granted_cpus()
@@ -172,8 +269,12 @@ def hisso_trial(
     state = _restore_from_checkpoint(run_dir, device)
     if state is None:
         _set_aside_previous_attempt(run_dir)
-    reporter = TuneReporter(run_dir, device=device, started_at=started_at)
-    result = execute_run(run_config, run_dir, device=device, seed=seed, callbacks=[reporter], resume_state=state)
+    reporter = TuneReporter(run_dir, device=device, started_at=started_at, rank_window=rank_window,
+                            report=report, milestones=milestones, resumed=state)
+    # Every events row and psann log line of the run is a heartbeat on the stage's board (the hang rule).
+    with trial_heartbeat(board):
+        result = execute_run(run_config, run_dir, device=device, seed=seed + repeat, callbacks=[reporter],
+                             resume_state=state)
     if result.status == RUN_SUCCESS:
         reporter.report_final(result.metrics)
     else:

@@ -4,13 +4,16 @@
 
 Exit codes (``psann.contract``, the same rule as every CLI of the project): 0 success
 (EXIT_OK), 1 the run failed (EXIT_FAILURE; metrics.json holds the traceback), 2 bad arguments,
-config or dataset (EXIT_BAD_INPUT; one line naming the key), 130 interrupted (EXIT_INTERRUPTED).
+config or dataset (EXIT_BAD_INPUT; one line naming the key), 124 hung: nothing written for
+``--hang-timeout`` seconds (EXIT_HUNG; metrics.json status "hung"), 130 interrupted (EXIT_INTERRUPTED).
 The folder contract is docs/run_outputs.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +25,7 @@ from psann.contract import EXIT_BAD_INPUT, EXIT_INTERRUPTED
 from psann.data import regime_market_dataset, toy_hisso_dataset
 from psann.runconfig import ConfigError
 from psann.runs import execute_run, load_dataset, load_run_config, prepare_run_dir
+from psann.watchdog import RunWatchdog
 
 __all__ = ["main", "build_parser", "toy_hisso_dataset", "regime_market_dataset"]
 
@@ -49,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also keep checkpoints/epoch_NNNN for every epoch (best and warm start are always kept)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads for the run (default: torch's own choice), e.g. --threads 1")
+    parser.add_argument("--hang-timeout", type=float, default=None, metavar="SECONDS",
+                        help="end the run as hung (metrics.json status hung, exit 124) when it writes nothing "
+                        "(no events.csv row, no log line) for this many seconds, e.g. --hang-timeout 600 "
+                        "(default: no limit)")
     parser.add_argument("--verbose", action="store_true", help="console logging at DEBUG instead of INFO")
     return parser
 
@@ -59,7 +67,11 @@ def _one_line(message: object) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (argparse exits 2 itself on unknown flags)."""
+    """Run the CLI; returns the exit code (argparse exits 2 itself on unknown flags).
+
+    With ``--hang-timeout`` a hung run does not return: the watchdog thread records it and ends
+    the process with EXIT_HUNG (psann.watchdog).
+    """
     args = build_parser().parse_args(argv)
     try:
         if args.run_name is not None and (
@@ -68,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError("--run-name", f"expected a folder name without path separators, got {args.run_name!r}")
         if args.threads is not None and args.threads < 1:
             raise ConfigError("--threads", f"expected an int >= 1, got {args.threads}")
+        if args.hang_timeout is not None and not (math.isfinite(args.hang_timeout) and args.hang_timeout > 0):
+            raise ConfigError("--hang-timeout", f"expected seconds > 0, got {args.hang_timeout:g}")
         config = load_run_config(args.config)
         if args.device is not None:
             from psann.estimators import resolve_device
@@ -96,16 +110,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     run_name = args.run_name or f"{args.config.stem}-{stamp}"
     run_dir = prepare_run_dir(args.output_dir, run_name)
-    result = execute_run(
-        config,
-        run_dir,
-        dataset=dataset,
-        device=args.device,
-        seed=args.seed,
-        keep_checkpoints=args.keep_checkpoints or None,
-        console=True,
-        verbose=args.verbose,
-    )
+    with contextlib.ExitStack() as watched:
+        if args.hang_timeout is not None:
+            # The clock starts with the run; a hung run never returns from here (psann.watchdog).
+            watched.enter_context(RunWatchdog(run_dir, args.hang_timeout, flag="--hang-timeout"))
+        result = execute_run(
+            config,
+            run_dir,
+            dataset=dataset,
+            device=args.device,
+            seed=args.seed,
+            keep_checkpoints=args.keep_checkpoints or None,
+            console=True,
+            verbose=args.verbose,
+        )
     print(f"{result.status}: {result.run_dir}")
     return result.exit_code
 

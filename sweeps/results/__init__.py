@@ -3,6 +3,8 @@
     python -m sweeps.results ingest runs/sweeps/hisso_wave
     python -m sweeps.results query runs/sweeps/hisso_wave --where "status == 'SUCCESS'" \
         --sort val_loss --top 10
+    python -m sweeps.results query runs/sweeps/hisso_wave --top 5          # best by the ranking rule
+    python -m sweeps.results query runs/sweeps/hisso_wave --by-config     # mean over repeats
     python -m sweeps.results summary runs/sweeps/hisso_wave
 
 The tables are documented in docs/results.md. Importing this package loads pyarrow, never torch,
@@ -10,7 +12,7 @@ Ray or DuckDB (imported by the first filter, sort or SQL query).
 """
 
 from ._ingest import IngestReport, ingest_sweep
-from ._query import load_events, load_trials, query, sql, summary
+from ._query import load_equity, load_events, load_trials, query, sql, summarize_configs, summary
 from ._schema import TRIAL_STATUSES, SchemaConflictError
 from ._where import WhereError
 
@@ -20,9 +22,11 @@ __all__ = [
     "TRIAL_STATUSES",
     "WhereError",
     "ingest_sweep",
+    "load_equity",
     "load_events",
     "load_trials",
     "query",
     "sql",
+    "summarize_configs",
     "summary",
 ]

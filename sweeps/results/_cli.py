@@ -20,14 +20,14 @@ from psann.contract import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_
 from psann.errors import ValidationError
 
 from ._ingest import ingest_sweep
-from ._query import query, sql, summary
+from ._query import CONFIG_COLUMNS, query, sql, summary
 from ._schema import SchemaConflictError
 
 # Shown by `query --format table` when no --columns are given (the table has ~80 columns),
 # followed by up to six parameters that vary between the rows shown.
 DEFAULT_TABLE_COLUMNS = (
-    "stage", "trial_id", "status", "val_loss", "best_epoch", "train_loss", "test_loss", "eval_split",
-    "reward_mean", "throughput_eps_per_sec", "throughput_samples_per_sec", "duration_seconds",
+    "stage", "trial_id", "status", "val_loss_smoothed", "val_loss", "best_epoch", "train_loss", "test_loss",
+    "eval_split", "reward_mean", "throughput_eps_per_sec", "throughput_samples_per_sec", "duration_seconds",
 )
 _CELL_WIDTH = 40
 
@@ -44,18 +44,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("query", help="filter, sort and print a results table")
     p.add_argument("path", help="sweep folder that holds tables/ (or the tables folder)")
-    p.add_argument("--table", choices=("trials", "events"), default="trials")
+    p.add_argument("--table", choices=("trials", "events", "equity"), default="trials")
     p.add_argument("--stage", action="append", help="only this stage (repeatable)")
     p.add_argument("--where", help="a DuckDB SQL condition on each row, e.g. "
                                    "\"val_loss < 0.5 and status == 'SUCCESS'\"")
     p.add_argument("--sort", action="append", help="sort by this column (repeatable or a,b)")
     p.add_argument("--descending", "--desc", action="store_true", help="sort largest first")
-    p.add_argument("--top", type=int, help="keep the first N rows (after sorting)")
+    p.add_argument("--top", type=int, help="keep the first N rows (after sorting); without --sort, "
+                                           "the N best trials by the ranking rule (val_loss_smoothed)")
+    p.add_argument("--by-config", action="store_true",
+                   help="one row per (stage, config_id): mean and std of val_loss_smoothed over "
+                        "the repeats of the trials kept by --stage/--where, best first")
     p.add_argument("--columns", action="append",
                    help="columns to print (repeatable or comma-separated); default: all "
                         "(a compact set for --format table)")
-    p.add_argument("--sql", help="one read-only DuckDB SELECT over the tables `trials` and "
-                                 "`events`; replaces the other query flags")
+    p.add_argument("--sql", help="one read-only DuckDB SELECT over the tables `trials`, "
+                                 "`events` and `equity`; replaces the other query flags")
     _add_format(p)
 
     p = sub.add_parser("summary", help="per-stage status counts and the best trial")
@@ -83,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 f"{report.sweep}: {report.trials_added} trials added, {report.trials_updated} "
                 f"updated, {report.trials_removed} removed, {report.trials_unchanged} unchanged; "
-                f"{report.events_added:+d} event rows; {report.incomplete} incomplete; "
+                f"{report.events_added:+d} event rows; {report.equity_added:+d} equity rows; "
+                f"{report.incomplete} incomplete; "
                 f"tables in {report.tables_path} ({report.duration_seconds:.1f} s)"
             )
             for warning in report.warnings:
@@ -95,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.sql:
             used = [f"--{n}" for n in ("stage", "where", "sort", "top", "columns")
                     if getattr(args, n) not in (None, False)]
+            used += ["--by-config"] if args.by_config else []
             if used or args.descending or args.table != "trials":
                 parser.error(f"--sql replaces the other query flags; drop {', '.join(used) or '--table/--descending'}")
             _print(sql(args.path, args.sql), args.format)
@@ -109,9 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             top=args.top,
             columns=columns,
             table=args.table,
+            by_config=args.by_config,
         )
         if columns is None and args.format == "table" and args.table == "trials":
-            shown = [c for c in DEFAULT_TABLE_COLUMNS if c in table.column_names]
+            fixed = [n for n, _ in CONFIG_COLUMNS] if args.by_config else DEFAULT_TABLE_COLUMNS
+            shown = [c for c in fixed if c in table.column_names]
             table = table.select(shown + _varying_params(table)[:6])
         _print(table, args.format)
         return EXIT_OK

@@ -1,4 +1,4 @@
-"""Ingest: walk a sweep folder and write the `trials` and `events` Parquet datasets.
+"""Ingest: walk a sweep folder and write the `trials`, `events` and `equity` Parquet datasets.
 
 Incremental: each trials row carries a fingerprint of the files it came from (size and mtime);
 an ingest re-reads only trials whose fingerprint changed and rewrites only the stage partitions
@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -23,11 +23,33 @@ from psann.contract import INCOMPLETE
 
 from . import _schema as S
 from . import _store
-from ._trial import Stage, TrialSource, discover, fingerprint, read_trial
+from ._trial import Stage, TrialSource, discover, fingerprint, read_sweep_settings, read_trial
 
 logger = logging.getLogger(__name__)
 
 _READ_WORKERS = min(8, 2 * (os.cpu_count() or 1))
+_TABLE_TYPES = {
+    "trials": (S.KNOWN_TRIAL_TYPES, S.order_trial_columns),
+    "events": (S.KNOWN_EVENT_TYPES, S.order_event_columns),
+    "equity": (S.KNOWN_EQUITY_TYPES, S.order_equity_columns),
+}
+_SORT_KEYS = {
+    "trials": ("trial_id", "trial_dir"),
+    "events": ("trial_id", "seq"),
+    "equity": ("trial_id", "source", "split", "step"),
+}
+
+
+@dataclass
+class _Plan:
+    """One stage partition to write: the rows kept from the tables and those read this time."""
+
+    old_trials: pa.Table | None
+    old_events: pa.Table | None
+    old_equity: pa.Table | None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    events: list[pa.Table] = field(default_factory=list)
+    equity: list[pa.Table] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -37,7 +59,8 @@ class IngestReport:
     trials_* count trial folders (removed: rows whose folder or stage is gone); events_added is
     the net change in event rows; stages_written the partitions rewritten; incomplete the
     INCOMPLETE trials among those read this time; warnings problems that affect a whole stage
-    (per-trial problems are in the trials table's ingest_notes column).
+    or the sweep (per-trial problems are in the trials table's ingest_notes column);
+    equity_added the net change in equity rows.
     """
 
     sweep: str
@@ -51,12 +74,13 @@ class IngestReport:
     incomplete: int
     warnings: tuple[str, ...] = ()
     duration_seconds: float = 0.0
+    equity_added: int = 0
 
 
 def ingest_sweep(
     sweep_path: str | os.PathLike, *, filesystem: pafs.FileSystem | None = None
 ) -> IngestReport:
-    """Read every trial folder of a sweep and (re)write `<sweep>/tables/{trials,events}`.
+    """Read every trial folder of a sweep and (re)write `<sweep>/tables/{trials,events,equity}`.
 
     `sweep_path` is a sweep folder (stage folders of Tune trials), or a folder of plain run
     folders (stage "runs"); a local path, a pyarrow filesystem URI, or a path on `filesystem`.
@@ -74,25 +98,24 @@ def ingest_sweep(
     sweep = _store.basename(root)
     warnings: list[str] = []
     stages = discover(fs, root, warnings)
+    settings = read_sweep_settings(fs, root, warnings)
     if not stages:
         warnings.append(f"no trial folders found under {root!r} (expected <stage>/<trial>/ "
                         f"or <run>/ folders holding metrics.json, events.csv or params.json)")
 
     tables = _store.join(root, _store.TABLES_DIR)
-    trials_dir, events_dir = _store.join(tables, "trials"), _store.join(tables, "events")
-    for table_dir in (trials_dir, events_dir):
+    trials_dir, events_dir, equity_dir = (_store.join(tables, name) for name in _store.TABLE_NAMES)
+    for table_dir in (trials_dir, events_dir, equity_dir):
         if _store.is_dir(fs, table_dir):
             _store.remove_stale_temporaries(fs, table_dir)
 
-    old_stages = set(_store.existing_stages(fs, trials_dir)) | set(
-        _store.existing_stages(fs, events_dir)
-    )
-    counts = dict(added=0, updated=0, removed=0, unchanged=0, events=0)
-    plans: dict[str, tuple[pa.Table | None, pa.Table | None, list[dict], list[pa.Table]]] = {}
+    old_stages = set().union(*(_store.existing_stages(fs, d) for d in (trials_dir, events_dir, equity_dir)))
+    counts = dict(added=0, updated=0, removed=0, unchanged=0, events=0, equity=0)
+    plans: dict[str, _Plan] = {}
     to_read: list[TrialSource] = []
     for stage in stages.values():
         for src in stage.sources:
-            src.fingerprint = fingerprint(sweep, src)
+            src.fingerprint = fingerprint(sweep, src, settings)
         old_trials = _read_existing(fs, trials_dir, stage.name, warnings)
         old_prints: dict[str, str] = {}
         old_ids: dict[str, str] = {}
@@ -117,8 +140,9 @@ def ingest_sweep(
         if not changed and not removed and old_trials is not None:
             continue  # nothing to do; the (large) events partition is not even read
         # Without a readable trials partition every trial is re-read, so old events go too.
-        old_events = (
-            _read_existing(fs, events_dir, stage.name, warnings) if old_trials is not None else None
+        old_events, old_equity = (
+            (_read_existing(fs, d, stage.name, warnings) if old_trials is not None else None)
+            for d in (events_dir, equity_dir)
         )
         stale_dirs = removed | {s.dir_name for s in changed}
         stale_ids = {old_ids[d] for d in stale_dirs if d in old_ids}
@@ -134,49 +158,71 @@ def ingest_sweep(
             counts["events"] -= before - old_events.num_rows
         else:
             old_events = None
-        plans[stage.name] = (old_trials, old_events, [], [])
+        if old_equity is not None and "trial_id" in old_equity.column_names:
+            before = old_equity.num_rows
+            old_equity = _drop_empty_extras(old_equity.filter(
+                pc.invert(pc.is_in(old_equity["trial_id"], pa.array(sorted(stale_ids), S.STR)))
+            ), S.KNOWN_EQUITY_TYPES)
+            counts["equity"] -= before - old_equity.num_rows
+        else:
+            old_equity = None
+        plans[stage.name] = _Plan(old_trials, old_events, old_equity)
         to_read.extend(changed)
 
     with ThreadPoolExecutor(max_workers=_READ_WORKERS) as pool:
-        for src, (row, events) in zip(to_read, pool.map(lambda s: read_trial(fs, sweep, s), to_read)):
-            plans[src.stage][2].append(row)
-            if events is not None:
-                plans[src.stage][3].append(events)
-                counts["events"] += events.num_rows
+        for src, read in zip(to_read, pool.map(lambda s: read_trial(fs, sweep, s, settings), to_read)):
+            plan = plans[src.stage]
+            plan.rows.append(read.row)
+            if read.events is not None:
+                plan.events.append(read.events)
+                counts["events"] += read.events.num_rows
+            if read.equity is not None:
+                plan.equity.append(read.equity)
+                counts["equity"] += read.equity.num_rows
 
     # Stages that vanished from disk lose their partitions.
     for gone in sorted(old_stages - set(stages)):
-        plans.setdefault(gone, (None, None, [], []))
+        plans.setdefault(gone, _Plan(None, None, None))
         counts["removed"] += _count_rows(fs, trials_dir, gone)
         counts["events"] -= _count_rows(fs, events_dir, gone)
+        counts["equity"] -= _count_rows(fs, equity_dir, gone)
 
-    new_trials = {name: _trials_table(plan[2], plan[0]) for name, plan in plans.items()}
-    new_events = {name: _events_table(plan[3], plan[1]) for name, plan in plans.items()}
-    trial_schema = _unified_schema(
-        fs, trials_dir, stages, new_trials, S.KNOWN_TRIAL_TYPES, S.order_trial_columns
-    )
-    event_schema = _unified_schema(
-        fs, events_dir, stages, new_events, S.KNOWN_EVENT_TYPES, S.order_event_columns
-    )
-    # A stage left alone must still be rewritten when the shared schema grew.
+    new = {
+        "trials": {name: _trials_table(plan.rows, plan.old_trials) for name, plan in plans.items()},
+        "events": {name: _rows_table(plan.events, plan.old_events, S.KNOWN_EVENT_TYPES, "events.csv")
+                   for name, plan in plans.items()},
+        "equity": {name: _rows_table(plan.equity, plan.old_equity, S.KNOWN_EQUITY_TYPES, "equity CSV")
+                   for name, plan in plans.items()},
+    }
+    dirs = {"trials": trials_dir, "events": events_dir, "equity": equity_dir}
+    schemas = {
+        table: _unified_schema(fs, dirs[table], stages, new[table], known, order)
+        for table, (known, order) in _TABLE_TYPES.items()
+    }
+    # A stage left alone must still be rewritten when the shared schema grew (or, for tables
+    # written before the equity table existed, when a table lacks the stage's partition).
     for name in sorted(set(stages) - set(plans)):
-        for table_dir, schema in ((trials_dir, trial_schema), (events_dir, event_schema)):
-            stored = _store.partition_schema(fs, table_dir, name)
-            if stored is not None and not stored.equals(_without_stage(schema)):
-                new_trials.setdefault(name, _read_existing(fs, trials_dir, name, warnings))
-                new_events.setdefault(name, _read_existing(fs, events_dir, name, warnings))
+        stale = False
+        for table in _store.TABLE_NAMES:
+            stored = _store.partition_schema(fs, dirs[table], name)
+            stale |= stored is not None and not stored.equals(_without_stage(schemas[table]))
+        if stale:
+            for table in _store.TABLE_NAMES:
+                new[table].setdefault(name, _read_existing(fs, dirs[table], name, warnings))
 
-    written = sorted(new_trials)
+    written = sorted(new["trials"])
     for name in written:
-        events = _conform(new_events.get(name), event_schema, sort=("trial_id", "seq"))
-        trials = _conform(new_trials.get(name), trial_schema, sort=("trial_id", "trial_dir"))
-        # Events first: the fingerprints in trials are what make a later ingest skip a trial,
-        # so they must never be newer than the events beside them.
-        _store.write_partition(fs, events_dir, name, events)
-        _store.write_partition(fs, trials_dir, name, trials)
+        parts = {
+            table: _conform(new[table].get(name), schemas[table], sort=_SORT_KEYS[table])
+            for table in _store.TABLE_NAMES
+        }
+        # Events and equity first: the fingerprints in trials are what make a later ingest skip
+        # a trial, so they must never be newer than the rows beside them.
+        for table in ("events", "equity", "trials"):
+            _store.write_partition(fs, dirs[table], name, parts[table])
 
     incomplete = sum(
-        row["status"] == INCOMPLETE for plan in plans.values() for row in plan[2]
+        row["status"] == INCOMPLETE for plan in plans.values() for row in plan.rows
     )
     report = IngestReport(
         sweep=sweep,
@@ -190,6 +236,7 @@ def ingest_sweep(
         incomplete=incomplete,
         warnings=tuple(warnings),
         duration_seconds=time.perf_counter() - started,
+        equity_added=counts["equity"],
     )
     logger.info(
         "ingested %s: %d added, %d updated, %d removed, %d unchanged, %+d events (%.1f s)",
@@ -244,18 +291,21 @@ def _trials_table(rows: list[dict[str, Any]], kept: pa.Table | None) -> pa.Table
     return _drop_empty_extras(table, S.KNOWN_TRIAL_TYPES)
 
 
-def _events_table(parts: list[pa.Table], kept: pa.Table | None) -> pa.Table | None:
+def _rows_table(
+    parts: list[pa.Table], kept: pa.Table | None, known: dict[str, pa.DataType], source: str
+) -> pa.Table | None:
+    """The kept rows of a stage plus the rows read this time (events or equity)."""
     tables = ([kept] if kept is not None and kept.num_rows else []) + parts
     if not tables:
         return kept
     if len({t.schema for t in tables}) == 1:
         table = pa.concat_tables(tables)
     else:
-        named = [(f.name, f.type, "events.csv") for t in tables for f in t.schema]
-        named += [(n, t, "the contract") for n, t in S.KNOWN_EVENT_TYPES.items()]
+        named = [(f.name, f.type, source) for t in tables for f in t.schema]
+        named += [(n, t, "the contract") for n, t in known.items()]
         types = S.unify_columns(named)
         table = pa.concat_tables([_cast_to(t, types) for t in tables])
-    return _drop_empty_extras(table, S.KNOWN_EVENT_TYPES)
+    return _drop_empty_extras(table, known)
 
 
 def _drop_empty_extras(table: pa.Table, known: dict[str, pa.DataType]) -> pa.Table:

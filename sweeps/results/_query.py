@@ -1,16 +1,20 @@
-"""Read the results tables back: load, filter/sort/top-k and SQL through DuckDB, summary."""
+"""Read the results tables back: load, filter/sort/top-k and SQL through DuckDB, summaries.
+
+Every "best" here is the run contract's ranking rule (psann.contract.rank_trials): the lowest
+val_loss_smoothed among SUCCESS and PRUNED trials, ties by (stage, trial_id), unranked trials last.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from psann.contract import BEST_TRIAL_METRIC, best_trial
+from psann.contract import RANK_METRIC, best_trial, rank_configurations, rank_trials
 from psann.errors import ValidationError, did_you_mean
 
 from . import _schema as S
@@ -18,7 +22,9 @@ from . import _store
 from ._where import (connect, first_line, import_duckdb, quote_identifier, quote_string, select_rows,
                      unknown_column)
 
-TABLES = ("trials", "events")
+TABLES = _store.TABLE_NAMES  # trials, events, equity
+_KNOWN = {"trials": S.KNOWN_TRIAL_TYPES, "events": S.KNOWN_EVENT_TYPES, "equity": S.KNOWN_EQUITY_TYPES}
+_ORDER = {"trials": S.order_trial_columns, "events": S.order_event_columns, "equity": S.order_equity_columns}
 
 
 def _dataset(path: str | os.PathLike, table: str,
@@ -61,8 +67,7 @@ def _stage_second(table: pa.Table) -> pa.Table:
 
 
 def _empty(table: str) -> pa.Table:
-    known = S.KNOWN_TRIAL_TYPES if table == "trials" else S.KNOWN_EVENT_TYPES
-    order = S.order_trial_columns if table == "trials" else S.order_event_columns
+    known, order = _KNOWN[table], _ORDER[table]
     return pa.schema([(n, known[n]) for n in order(known)]).empty_table()
 
 
@@ -81,6 +86,18 @@ def load_events(path: str | os.PathLike, stage: str | Sequence[str] | None = Non
     return _load(path, "events", stage, filesystem)
 
 
+def load_equity(path: str | os.PathLike, stage: str | Sequence[str] | None = None, *,
+                filesystem: pafs.FileSystem | None = None) -> pa.Table:
+    """The `equity` table of a sweep (one row per step of each equity CSV), optionally one stage's.
+
+    Example::
+
+        curves = load_equity("runs/sweeps/hisso_wave", stage="hisso")
+        evaluated = curves.filter(pc.equal(curves["source"], "evaluation"))
+    """
+    return _load(path, "equity", stage, filesystem)
+
+
 def query(
     path: str | os.PathLike,
     *,
@@ -91,37 +108,74 @@ def query(
     top: int | None = None,
     columns: Sequence[str] | None = None,
     table: str = "trials",
+    by_config: bool = False,
     filesystem: pafs.FileSystem | None = None,
 ) -> pa.Table:
     """Filter, sort and cut a results table.
 
     `where` is a DuckDB SQL condition over the table's columns (docs/results.md, "Filters"),
     checked and run read-only; `sort` is one column or several (ties broken by the next, then
-    by table order); nulls sort last either way, NaN just before them. Bad input raises a
-    ValidationError (``WhereError`` for `where` and `sort`) whose ``key`` names the argument.
+    by table order); nulls sort last either way, NaN just before them. `top` without `sort` on
+    the trials table keeps the best trials by the ranking rule (val_loss_smoothed of SUCCESS and
+    PRUNED trials, ties by stage and trial_id; unranked trials last). `by_config` turns the
+    filtered trials into one row per configuration (summarize_configs) before sorting and
+    cutting. Bad input raises a ValidationError (``WhereError`` for `where` and `sort`) whose
+    ``key`` names the argument.
 
     Example::
 
         best = query("runs/sweeps/hisso_wave", where="status == 'SUCCESS'",
                      sort="val_loss", top=10, columns=["trial_id", "val_loss"])
+        ranked = query("runs/sweeps/hisso_wave", top=5)  # the five best by the ranking rule
     """
     if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
         raise ValidationError.expected("--top", "an int >= 1", top)
+    if by_config and table != "trials":
+        raise ValidationError("--by-config", f"groups the trials table, not {table!r}")
     sort_keys = [sort] if isinstance(sort, str) else list(sort or [])
     if isinstance(columns, str):
         columns = [columns]
     data = _load(path, table, stage, filesystem)
+    if by_config:
+        if where is not None:
+            data = data.take(select_rows(data, table, where=where))
+            where = None
+        data, table = summarize_configs(data), "configs"
     for name in columns or []:
         if name not in data.column_names:
             raise unknown_column("--columns", name, data.column_names, error=ValidationError)
+    ranked_top = top is not None and not sort_keys and table == "trials"
     if where is not None or sort_keys:
-        data = data.take(select_rows(data, table, where=where, sort=sort_keys,
-                                     descending=descending, top=top))
-    elif top is not None:
+        data = data.take(select_rows(data, table, where=where, sort=sort_keys, descending=descending,
+                                     top=None if ranked_top else top))
+    if ranked_top:
+        data = data.take(_ranking_order(data))
+    if top is not None:
         data = data.slice(0, top)
     if columns:
         data = data.select(list(columns))
     return data
+
+
+def _require_rank_columns(data: pa.Table, key: str) -> None:
+    if RANK_METRIC not in data.column_names:
+        raise ValidationError(
+            key, f"the tables have no {RANK_METRIC} column (written by an older ingest); "
+                 f"run `python -m sweeps.results ingest` on the sweep again")
+
+
+def _ranking_order(trials: pa.Table) -> pa.Array:
+    """Row indices of `trials` in the ranking rule's order: ranked best first, then the rest by
+    (stage, trial_id)."""
+    _require_rank_columns(trials, "--top")
+    rows = trials.select(["stage", "trial_id", "status", RANK_METRIC]).to_pylist()
+    for index, row in enumerate(rows):
+        row["_index"] = index
+    ranked = [row["_index"] for row in rank_trials(rows)]
+    chosen = set(ranked)
+    rest = sorted((r for r in rows if r["_index"] not in chosen),
+                  key=lambda r: (r["stage"] or "", r["trial_id"] or "", r["_index"]))
+    return pa.array(ranked + [r["_index"] for r in rest], pa.int64())
 
 
 # Statement kinds that only read: SELECT (with FROM-first, DESCRIBE, SUMMARIZE, PIVOT, WITH) and
@@ -194,27 +248,111 @@ def summary(path: str | os.PathLike, *, filesystem: pafs.FileSystem | None = Non
     """Per-stage counts of each status and the best trial by the contract's rule (``psann.contract.best_trial``).
 
     Columns: stage, trials, one count column per status (SUCCESS ... INTERRUPTED),
-    best_trial_id, best_val_loss.  Stages are ordered by their first trial's start.
+    best_trial_id, best_val_loss_smoothed, best_config_id.  The best trial is the one with the
+    lowest val_loss_smoothed among SUCCESS and PRUNED trials; with repeats (a configuration with
+    more than one ranked run) it is the best run of the configuration with the lowest mean, as
+    the sweep runner's summary names it.  Stages are ordered by their first trial's start.
     """
     trials = load_trials(path, filesystem=filesystem)
+    _require_rank_columns(trials, "summary")
     rows = []
-    first_at: dict[str, object] = {}
-    for stage, at in zip(trials["stage"].to_pylist(), trials["first_event_at"].to_pylist()):
-        if stage not in first_at or (at is not None and (first_at[stage] is None or at < first_at[stage])):
-            first_at[stage] = at
-    order = sorted(first_at, key=lambda s: (first_at[s] is None, str(first_at[s] or ""), s))
-    for stage in order:
+    for stage in _stage_order(trials):
         part = trials.filter(pc.equal(trials["stage"], stage))
         statuses = part["status"].to_pylist()
         row = {"stage": stage, "trials": part.num_rows}
         row.update({status: statuses.count(status) for status in S.TRIAL_STATUSES})
-        best = best_trial(part.select(["stage", "trial_id", "status", BEST_TRIAL_METRIC]).to_pylist())
+        best = _best_of_stage(part.select(["stage", "trial_id", "status", "config_id", RANK_METRIC]).to_pylist())
         row["best_trial_id"] = best["trial_id"] if best else None
-        row["best_val_loss"] = best[BEST_TRIAL_METRIC] if best else None
+        row[f"best_{RANK_METRIC}"] = best[RANK_METRIC] if best else None
+        row["best_config_id"] = best["config_id"] if best else None
         rows.append(row)
     schema = pa.schema(
         [("stage", S.STR), ("trials", S.I64)]
         + [(status, S.I64) for status in S.TRIAL_STATUSES]
-        + [("best_trial_id", S.STR), ("best_val_loss", S.F64)]
+        + [("best_trial_id", S.STR), (f"best_{RANK_METRIC}", S.F64), ("best_config_id", S.STR)]
     )
     return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _config_key(row: dict[str, Any]) -> str:
+    """A trial's configuration; a trial without a config_id (a plain run) is one of its own."""
+    config = row.get("config_id")
+    return config if config is not None else "\0" + str(row.get("trial_id"))
+
+
+def _best_of_stage(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The best trial of one stage's rows: with repeats, the best run of the best configuration."""
+    for row in rows:
+        row["_config"] = _config_key(row)
+    configs = rank_configurations(rows, config_key="_config")
+    if configs and max(entry["runs"] for entry in configs) > 1:
+        return best_trial(configs[0]["trials"])
+    return best_trial(rows)
+
+
+def _stage_order(trials: pa.Table) -> list[str]:
+    """Stages in the order they ran (their first trial's first event), then by name."""
+    first_at: dict[str, object] = {}
+    for stage, at in zip(trials["stage"].to_pylist(), trials["first_event_at"].to_pylist()):
+        if stage not in first_at or (at is not None and (first_at[stage] is None or at < first_at[stage])):
+            first_at[stage] = at
+    return sorted(first_at, key=lambda s: (first_at[s] is None, str(first_at[s] or ""), s))
+
+
+# Columns of summarize_configs before the configuration's params_* columns.
+CONFIG_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("stage", S.STR),
+    ("config_id", S.STR),
+    (f"{RANK_METRIC}_mean", S.F64),  # over the configuration's ranked runs
+    (f"{RANK_METRIC}_std", S.F64),  # population std (0 for one run)
+    ("runs", S.I64),  # ranked runs (SUCCESS or PRUNED with a finite value)
+    ("trials", S.I64),  # every trial of the configuration in the stage
+    ("best_trial_id", S.STR),  # its best run by the ranking rule
+    ("trial_ids", S.STR),  # every trial, by repeat then trial_id, comma-separated
+)
+
+
+def summarize_configs(trials: pa.Table) -> pa.Table:
+    """One row per (stage, configuration): the mean and std of val_loss_smoothed over its repeats.
+
+    ``trials`` is a trials table (load_trials or query). Configurations are ranked as
+    ``psann.contract.rank_configurations`` ranks them, by the mean of their ranked runs, best
+    first across stages (ties by stage, then config_id); configurations without a ranked run
+    follow with a null mean. A trial without a config_id (a plain run folder) is a configuration
+    of its own. The configuration's params_* columns follow (values of its first trial).
+
+    Example::
+
+        configs = summarize_configs(load_trials("runs/sweeps/hisso_wave", stage="hisso"))
+    """
+    _require_rank_columns(trials, "--by-config")
+    params = [n for n in trials.column_names if n.startswith("params_")]
+    wanted = ["stage", "trial_id", "status", "config_id", "repeat", RANK_METRIC] + params
+    rows = trials.select([n for n in wanted if n in trials.column_names]).to_pylist()
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        key = (row["stage"] or "", _config_key(row))
+        row["_group"] = "\x1f".join(key)
+        groups.setdefault(key, []).append(row)
+    ranked: dict[str, dict[str, Any]] = {}
+    for entry in rank_configurations(rows, config_key="_group"):
+        ranked[entry["config_id"]] = entry
+    out = []
+    for key, members in groups.items():
+        members.sort(key=lambda r: (r.get("repeat") is None, r.get("repeat") or 0, r["trial_id"] or ""))
+        entry = ranked.get(members[0]["_group"])
+        best = rank_trials(members)
+        row = {
+            "stage": key[0], "config_id": members[0].get("config_id"),
+            f"{RANK_METRIC}_mean": entry["value"] if entry else None,
+            f"{RANK_METRIC}_std": entry["std"] if entry else None,
+            "runs": entry["runs"] if entry else 0, "trials": len(members),
+            "best_trial_id": best[0]["trial_id"] if best else None,
+            "trial_ids": ",".join(m["trial_id"] or "" for m in members),
+        }
+        row.update({name: members[0].get(name) for name in params})
+        out.append(row)
+    out.sort(key=lambda r: (r[f"{RANK_METRIC}_mean"] is None, r[f"{RANK_METRIC}_mean"] or 0.0,
+                            r["stage"], r["config_id"] or "", r["trial_ids"]))
+    schema = pa.schema(list(CONFIG_COLUMNS) + [trials.schema.field(n) for n in params])
+    return pa.Table.from_pylist(out, schema=schema)

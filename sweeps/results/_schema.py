@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime, timezone
 from typing import Any, Iterable
 
 import pyarrow as pa
@@ -19,7 +20,7 @@ from psann import contract as C
 
 # Bumped whenever ingest derives different rows from the same files, so that older tables are
 # re-read instead of being kept as "unchanged".
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2: val_loss_smoothed, config_id, repeat, search, eval_*, the equity table
 
 # Re-exported for readers of this package (sweeps.results.TRIAL_STATUSES); defined in the contract.
 TRIAL_STATUSES = C.TRIAL_STATUSES
@@ -37,7 +38,7 @@ def _typed(fields: Iterable[tuple[str, str]]) -> tuple[tuple[str, pa.DataType], 
     return tuple((name, ARROW_TYPES[kind]) for name, kind in fields)
 
 
-# events.csv, in the contract's fixed column order.
+# events.csv and equity_<split>.csv, in the contract's fixed column order.
 EVENT_CSV_COLUMNS: tuple[tuple[str, pa.DataType], ...] = _typed(C.EVENT_FIELDS)
 EVENT_KEY_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("sweep", STR),
@@ -45,6 +46,17 @@ EVENT_KEY_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("trial_id", STR),
     ("seq", I64),  # 0-based position of the row in the trial's events.csv
 )
+EQUITY_KEY_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("sweep", STR),
+    ("stage", STR),
+    ("trial_id", STR),
+    ("source", STR),  # "run" (equity_<split>.csv) or "evaluation" (evaluation_equity_<split>.csv)
+    ("split", STR),
+)
+EQUITY_CSV_COLUMNS: tuple[tuple[str, pa.DataType], ...] = tuple(
+    (name, I64 if name == "step" else F64) for name in C.EQUITY_COLUMNS
+)
+EQUITY_SOURCES = ("run", "evaluation")
 
 # metrics.json keys (flattened with "_") and their contract types.  `status` and `error` are
 # stored as run_status and (part of) error, because the trials table has its own columns of
@@ -63,6 +75,15 @@ TRIAL_HEAD_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("tune_status", STR),
     ("run_status", STR),  # metrics.json "status" as written by the run
     ("error", STR),
+)
+# The ranking rule's columns (psann.contract): the value a trial is ranked by, the window it was
+# computed with, the configuration and repeat the trial ran, and the sweep's search algorithm.
+TRIAL_RANK_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("val_loss_smoothed", F64),
+    ("rank_window", I64),
+    ("config_id", STR),
+    ("repeat", I64),
+    ("search", STR),
 )
 # Derived from events.csv and stage_status.json; they follow the metrics.
 TRIAL_DERIVED_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
@@ -87,15 +108,40 @@ TRIAL_DERIVED_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("node_id", STR),
     ("hung_last_events", STR),
 )
+
+
+# evaluation.json's stage and trial_id name the row itself (checked, not stored); its split is
+# eval_data_split because eval_split is metrics.json's.
+EVALUATION_ROW_KEYS = ("stage", "trial_id")
+EVALUATION_RENAMED = {"split": "eval_data_split"}
+
+
+def _evaluation_columns() -> tuple[tuple[str, pa.DataType], ...]:
+    columns: list[tuple[str, pa.DataType]] = []
+    for name, kind in C.EVALUATION_FIELDS:
+        if name in EVALUATION_ROW_KEYS:
+            continue
+        if kind == C.OBJECT:  # portfolio, flattened like metrics.json's
+            columns.extend((f"eval_{name}_{inner}", ARROW_TYPES[k]) for inner, k in C.PORTFOLIO_FIELDS)
+        else:
+            columns.append((EVALUATION_RENAMED.get(name, f"eval_{name}"), ARROW_TYPES[kind]))
+    return tuple(columns)
+
+
+# evaluation.json flattened with "_" and prefixed eval_ (null when the trial has none).
+EVALUATION_COLUMNS: tuple[tuple[str, pa.DataType], ...] = _evaluation_columns()
+
 TRIAL_TAIL_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("source_fingerprint", STR),  # size and mtime of the files read; drives incremental ingest
     ("ingest_notes", STR),  # problems met while reading this trial (never fatal)
 )
 
 KNOWN_TRIAL_TYPES: dict[str, pa.DataType] = dict(
-    TRIAL_HEAD_COLUMNS + METRIC_COLUMNS + TRIAL_DERIVED_COLUMNS + TRIAL_TAIL_COLUMNS
+    TRIAL_HEAD_COLUMNS + TRIAL_RANK_COLUMNS + METRIC_COLUMNS + TRIAL_DERIVED_COLUMNS
+    + EVALUATION_COLUMNS + TRIAL_TAIL_COLUMNS
 )
 KNOWN_EVENT_TYPES: dict[str, pa.DataType] = dict(EVENT_KEY_COLUMNS + EVENT_CSV_COLUMNS)
+KNOWN_EQUITY_TYPES: dict[str, pa.DataType] = dict(EQUITY_KEY_COLUMNS + EQUITY_CSV_COLUMNS)
 
 
 class SchemaConflictError(ValueError):
@@ -161,6 +207,14 @@ def coerce_known(value: Any, type_: pa.DataType) -> tuple[Any, str | None]:
             return value, None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value), None
+    elif type_ == TIMESTAMP:
+        if isinstance(value, str):
+            try:
+                stamp = datetime.fromisoformat(value)
+            except ValueError:
+                return None, f"expected an ISO 8601 date-time, got {value!r:.60}"
+            # A time without an offset is read as UTC, as the run contract writes UTC.
+            return (stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)), None
     return None, f"expected {type_}, got {type(value).__name__} {value!r:.60}"
 
 
@@ -193,7 +247,8 @@ def unify_columns(
 def order_trial_columns(names: Iterable[str]) -> list[str]:
     """Stable column order: contract columns, then params_* and other columns sorted."""
     names = set(names)
-    fixed = [n for n, _ in TRIAL_HEAD_COLUMNS + METRIC_COLUMNS + TRIAL_DERIVED_COLUMNS]
+    fixed = [n for n, _ in TRIAL_HEAD_COLUMNS + TRIAL_RANK_COLUMNS + METRIC_COLUMNS + TRIAL_DERIVED_COLUMNS
+             + EVALUATION_COLUMNS]
     tail = [n for n, _ in TRIAL_TAIL_COLUMNS]
     rest = names - set(fixed) - set(tail)
     params = sorted(n for n in rest if n.startswith("params_"))
@@ -204,4 +259,10 @@ def order_trial_columns(names: Iterable[str]) -> list[str]:
 def order_event_columns(names: Iterable[str]) -> list[str]:
     names = set(names)
     fixed = [n for n, _ in EVENT_KEY_COLUMNS + EVENT_CSV_COLUMNS]
+    return [n for n in fixed if n in names] + sorted(names - set(fixed))
+
+
+def order_equity_columns(names: Iterable[str]) -> list[str]:
+    names = set(names)
+    fixed = [n for n, _ in EQUITY_KEY_COLUMNS + EQUITY_CSV_COLUMNS]
     return [n for n in fixed if n in names] + sorted(names - set(fixed))

@@ -1,6 +1,6 @@
 """Where the tables live and how they are written and read (local paths or pyarrow URIs).
 
-Layout: ``<sweep>/tables/{trials,events}/stage=<stage>/part-0.parquet``.  Each stage partition
+Layout: ``<sweep>/tables/{trials,events,equity}/stage=<stage>/part-0.parquet``.  Each stage partition
 is written into a hidden temporary folder beside its final place and then swapped in with two
 renames, so a reader sees either the old partition or the new one, never a half-written file.
 Hidden names (leading ".") are skipped by pyarrow.dataset and DuckDB's hive discovery.
@@ -8,6 +8,7 @@ Hidden names (leading ".") are skipped by pyarrow.dataset and DuckDB's hive disc
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import uuid
@@ -21,7 +22,7 @@ import pyarrow.fs as pafs
 logger = logging.getLogger(__name__)
 
 TABLES_DIR = "tables"
-TABLE_NAMES = ("trials", "events")
+TABLE_NAMES = ("trials", "events", "equity")
 PARTITIONING = ds.partitioning(pa.schema([("stage", pa.string())]), flavor="hive")
 
 
@@ -57,6 +58,25 @@ def is_dir(fs: pafs.FileSystem, path: str) -> bool:
 def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
     with fs.open_input_stream(path) as stream:
         return stream.read()
+
+
+def read_json_object(fs: pafs.FileSystem, path: str, name: str) -> tuple[dict | None, str | None]:
+    """(the JSON object in a file, None) or (None, what is wrong with it, naming the file as `name`)."""
+    try:
+        data = read_bytes(fs, path)
+    except OSError as exc:
+        return None, f"{name} unreadable ({exc})"
+    if not data.strip():
+        return None, f"{name} is empty (half-written?)"
+    try:
+        obj = json.loads(data.decode("utf-8"))  # JSON files are UTF-8 (RFC 8259)
+    except UnicodeDecodeError as exc:
+        return None, f"{name} is not UTF-8 ({exc})"
+    except json.JSONDecodeError as exc:
+        return None, f"{name} is not valid JSON ({exc}; half-written?)"
+    if not isinstance(obj, dict):
+        return None, f"{name} is not a JSON object (got {type(obj).__name__})"
+    return obj, None
 
 
 def partition_dir_name(stage: str) -> str:

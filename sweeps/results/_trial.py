@@ -1,11 +1,13 @@
 """Finding trial folders in a sweep and reading one trial folder into a row and its events.
 
 What is read, per trial folder (docs/run_outputs.md is the contract):
-- metrics.json and params.json: single JSON objects, parsed with json.loads on the bytes
-  (pyarrow.json reads only newline-delimited JSON, and Tune writes params.json indented);
-- events.csv: pyarrow.csv with the contract's explicit column types;
+- metrics.json, params.json and evaluation.json: single JSON objects, parsed with json.loads on
+  the bytes (pyarrow.json reads only newline-delimited JSON, and Tune writes params.json indented);
+- events.csv and equity_<split>.csv / evaluation_equity_<split>.csv: pyarrow.csv with the
+  contract's explicit column types;
 - config_resolved.yaml: only for plain run folders without params.json, as their parameters;
-- <stage>/stage_status.json: the sweep runner's verdict per trial.
+- <stage>/stage_status.json: the sweep runner's verdict per trial;
+- <sweep>/sweep.json: the ranking window and the search algorithm, once per sweep.
 Nothing here raises on a bad file: problems become an INCOMPLETE status or an ingest note.
 """
 
@@ -16,25 +18,47 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 
+from psann import contract as C
 from psann.contract import ERROR, HUNG, INCOMPLETE, flatten_keys
 
 from . import _schema as S
 from . import _store
+from ._evaluation import equity_files, equity_table, evaluation_columns
+from ._ranking import configuration, ranking_value
 
 logger = logging.getLogger(__name__)
 
 RUN_FILES = frozenset({"metrics.json", "events.csv", "config_resolved.yaml", "params.json", "result.json", "progress.csv"})
-FINGERPRINT_FILES = ("metrics.json", "events.csv", "params.json", "config_resolved.yaml", "error.txt")
+FINGERPRINT_FILES = ("metrics.json", "events.csv", "params.json", "config_resolved.yaml", "error.txt",
+                     C.EVALUATION_FILE)
 RUNS_STAGE = "runs"
+SWEEP_FILE = "sweep.json"
 # Tune's default trial folder: <trainable>_<5 hex>_<5 digits>_<tag>_<date>.
 _TUNE_TRIAL_ID = re.compile(r"(?:^|_)([0-9a-f]{5}_\d{5})(?:_|$)")
+DEFAULT_SEARCH = "random"  # what a sweep.json without "search" ran (sweeps before optuna search)
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """What sweep.json says about every trial of the sweep (defaults without one)."""
+
+    rank_window: int = C.RANK_WINDOW
+    search: str | None = None  # null for a folder of plain runs (no sweep.json)
+
+
+class TrialRead(NamedTuple):
+    """One trial folder read: its trials row, its events rows and its equity rows."""
+
+    row: dict[str, Any]
+    events: pa.Table | None
+    equity: pa.Table | None
 
 @dataclass
 class TrialSource:
@@ -94,6 +118,33 @@ def discover(fs: pafs.FileSystem, root: str, warnings: list[str]) -> dict[str, S
     return stages
 
 
+def read_sweep_settings(fs: pafs.FileSystem, root: str, warnings: list[str]) -> SweepSettings:
+    """rank_window and search from <sweep>/sweep.json; a bad value is a warning and the default."""
+    path = _store.join(root, SWEEP_FILE)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return SweepSettings()
+    obj, problem = _store.read_json_object(fs, path, SWEEP_FILE)
+    if problem is not None:
+        message = f"{path}: {problem}; rank_window {C.RANK_WINDOW} and search {DEFAULT_SEARCH!r} assumed"
+        logger.warning(message)
+        warnings.append(message)
+        return SweepSettings(search=DEFAULT_SEARCH)
+    window = obj.get("rank_window", C.RANK_WINDOW)
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        message = f"{path}: rank_window must be an int >= 1, got {window!r}; {C.RANK_WINDOW} used"
+        logger.warning(message)
+        warnings.append(message)
+        window = C.RANK_WINDOW
+    search = obj.get("search", DEFAULT_SEARCH)
+    if not isinstance(search, str) or not search:
+        message = (f"{path}: search must be a name such as 'random' or 'optuna', got {search!r}; "
+                   f"{DEFAULT_SEARCH!r} used")
+        logger.warning(message)
+        warnings.append(message)
+        search = DEFAULT_SEARCH
+    return SweepSettings(rank_window=window, search=search)
+
+
 def _skipped(name: str) -> bool:
     return name in (_store.TABLES_DIR, "checkpoints") or name.startswith((".", "_"))
 
@@ -132,9 +183,11 @@ def _apply_stage_status(
         src.max_epochs = max_epochs if isinstance(max_epochs, int) else None
 
 
-def fingerprint(sweep: str, src: TrialSource) -> str:
-    parts = [S.FORMAT_VERSION, sweep, src.stage, src.dir_name, str(src.max_epochs)]
-    for name in FINGERPRINT_FILES:
+def fingerprint(sweep: str, src: TrialSource, settings: SweepSettings = SweepSettings()) -> str:
+    parts = [S.FORMAT_VERSION, sweep, src.stage, src.dir_name, str(src.max_epochs),
+             str(settings.rank_window), str(settings.search)]
+    names = list(FINGERPRINT_FILES) + [name for name, _, _ in equity_files(src.files)]
+    for name in names:
         info = src.files.get(name)
         if info is not None:
             parts.append(f"{name}:{info.size}:{info.mtime_ns}")
@@ -146,8 +199,8 @@ def fingerprint(sweep: str, src: TrialSource) -> str:
 
 
 def read_trial(
-    fs: pafs.FileSystem, sweep: str, src: TrialSource
-) -> tuple[dict[str, Any], pa.Table | None]:
+    fs: pafs.FileSystem, sweep: str, src: TrialSource, settings: SweepSettings = SweepSettings()
+) -> TrialRead:
     notes: list[str] = []
     runner = src.runner or {}
     trial_id = runner.get("trial_id") or _tune_trial_id(src.dir_name) or src.dir_name
@@ -169,7 +222,10 @@ def read_trial(
         outcome = None
     row["outcome"] = outcome
 
-    row.update(_read_params(fs, src, notes))
+    params_columns, params = _read_params(fs, src, notes)
+    row.update(params_columns)
+    row.update(configuration(params, runner, notes))
+    row["search"] = settings.search
     metrics, problem = _read_metrics(fs, src)
     metrics_error = _apply_metrics(row, metrics, notes)
 
@@ -177,6 +233,9 @@ def read_trial(
     if "events.csv" in src.files:
         events = _read_events(fs, src.files["events.csv"].path, notes)
     row.update(_derive_from_events(events))
+    row["rank_window"] = settings.rank_window
+    row["val_loss_smoothed"] = ranking_value(events, settings.rank_window, runner, notes)
+    row.update(evaluation_columns(fs, src.files, row, notes))
 
     status, reason = _resolve_status(problem, row.get("run_status"), outcome)
     if src.folder_missing:
@@ -198,14 +257,15 @@ def read_trial(
         row["error"] = details
     else:
         row["error"] = row["hung_last_events"] if status == HUNG else None
-    row["ingest_notes"] = "; ".join(notes) if notes else None
 
     if events is not None:
         n = events.num_rows
         events = events.append_column("seq", pa.array(np.arange(n, dtype=np.int64)))
         for name, value in (("sweep", sweep), ("stage", src.stage), ("trial_id", row["trial_id"])):
             events = events.append_column(name, pa.array([value] * n, S.STR))
-    return row, events
+    equity = equity_table(fs, sweep, src.stage, row["trial_id"], src.files, notes)
+    row["ingest_notes"] = "; ".join(notes) if notes else None
+    return TrialRead(row, events, equity)
 
 
 def _resolve_status(
@@ -247,29 +307,11 @@ def _read_text(fs: pafs.FileSystem, path: str) -> str | None:
         return None
 
 
-def _read_json_object(fs: pafs.FileSystem, path: str, name: str) -> tuple[dict | None, str | None]:
-    try:
-        data = _store.read_bytes(fs, path)
-    except OSError as exc:
-        return None, f"{name} unreadable ({exc})"
-    if not data.strip():
-        return None, f"{name} is empty (half-written?)"
-    try:
-        obj = json.loads(data.decode("utf-8"))  # JSON files are UTF-8 (RFC 8259)
-    except UnicodeDecodeError as exc:
-        return None, f"{name} is not UTF-8 ({exc})"
-    except json.JSONDecodeError as exc:
-        return None, f"{name} is not valid JSON ({exc}; half-written?)"
-    if not isinstance(obj, dict):
-        return None, f"{name} is not a JSON object (got {type(obj).__name__})"
-    return obj, None
-
-
 def _read_metrics(fs: pafs.FileSystem, src: TrialSource) -> tuple[dict, str | None]:
     info = src.files.get("metrics.json")
     if info is None:
         return {}, "metrics.json missing"
-    obj, problem = _read_json_object(fs, info.path, "metrics.json")
+    obj, problem = _store.read_json_object(fs, info.path, "metrics.json")
     return (obj or {}), problem
 
 
@@ -290,17 +332,27 @@ def _apply_metrics(row: dict[str, Any], metrics: dict, notes: list[str]) -> str 
     return None if error is None else str(error)
 
 
-def _read_params(fs: pafs.FileSystem, src: TrialSource, notes: list[str]) -> dict[str, Any]:
+def _read_params(
+    fs: pafs.FileSystem, src: TrialSource, notes: list[str]
+) -> tuple[dict[str, Any], dict | None]:
+    """(params_* columns, the sampled parameters of params.json or None).
+
+    The repeat index (psann.contract.REPEAT_KEY) is not a parameter: it has its own column.
+    """
     if "params.json" in src.files:
-        obj, problem = _read_json_object(fs, src.files["params.json"].path, "params.json")
+        obj, problem = _store.read_json_object(fs, src.files["params.json"].path, "params.json")
+        sampled = obj
     elif "config_resolved.yaml" in src.files:
         obj, problem = _read_yaml(fs, src.files["config_resolved.yaml"].path)
+        sampled = None  # a plain run's whole config: not a sampled configuration
     else:
-        return {}
+        return {}, None
     if problem:
         notes.append(problem)
-        return {}
-    return {S.param_column(k): S.scalar_value(v) for k, v in flatten_keys(obj, ".").items()}
+        return {}, None
+    body = {k: v for k, v in obj.items() if k != C.REPEAT_KEY}
+    columns = {S.param_column(k): S.scalar_value(v) for k, v in flatten_keys(body, ".").items()}
+    return columns, sampled
 
 
 def _read_yaml(fs: pafs.FileSystem, path: str) -> tuple[dict | None, str | None]:
@@ -401,3 +453,4 @@ def _derive_from_events(events: pa.Table | None) -> dict[str, Any]:
     ):
         out[name] = events[column][last].as_py()
     return out
+

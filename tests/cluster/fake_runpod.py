@@ -411,10 +411,11 @@ class FakeRunPod:
     def _delete(self, pod_id: str) -> None:
         with self._lock:
             self._pods.pop(pod_id, None)
-            self.deleted.append(pod_id)
             callbacks = list(self.on_delete)
         for callback in callbacks:
             callback(pod_id)
+        with self._lock:  # recorded once the pod is gone, as a caller polling for it expects
+            self.deleted.append(pod_id)
 
     def _action(self, pod: _Pod, body: Any):
         errors = _check_object(body, {"action"}, "$")

@@ -299,7 +299,15 @@ class LocalPods:
         return pod_processes(f"RPF_CLUSTER={self.root}".encode(), str(self.root))  # noqa: F821
 
     def kill_pod(self, pod_id: str) -> None:
-        self._kill(self.processes(pod_id))
+        """Kill every process of the pod, as destroying its container would.
+
+        A process the pod forks while the first ones are dying (a raylet restarting a worker)
+        is caught by scanning again until a scan finds none."""
+        for _ in range(5):
+            pids = self.processes(pod_id)
+            if not pids:
+                return
+            self._kill(pids)
 
     @staticmethod
     def _kill(pids: List[int]) -> None:

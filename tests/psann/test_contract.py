@@ -183,31 +183,69 @@ def test_public_names_are_exported():
         assert hasattr(C, name), name
 
 
-def test_best_trial_is_the_success_trial_with_the_lowest_finite_val_loss_ties_by_stage_then_id():
+def test_best_trial_is_the_ranked_trial_with_the_lowest_smoothed_loss_ties_by_stage_then_id():
+    m = C.RANK_METRIC
     trials = [
-        {"stage": "b", "trial_id": "t1", "status": "SUCCESS", "val_loss": 0.5},
-        {"stage": "b", "trial_id": "t0", "status": "SUCCESS", "val_loss": 0.5},
-        {"stage": "a", "trial_id": "t9", "status": "SUCCESS", "val_loss": 0.7},
-        {"stage": "a", "trial_id": "t2", "status": "PRUNED", "val_loss": 0.1},  # never the best
-        {"stage": "a", "trial_id": "t3", "status": "SUCCESS", "val_loss": math.nan},
-        {"stage": "a", "trial_id": "t4", "status": "SUCCESS", "val_loss": None},
-        {"stage": "a", "trial_id": "t5", "status": "ERROR", "val_loss": 0.0},
+        {"stage": "b", "trial_id": "t1", "status": "SUCCESS", m: 0.5},
+        {"stage": "b", "trial_id": "t0", "status": "SUCCESS", m: 0.5},
+        {"stage": "a", "trial_id": "t9", "status": "SUCCESS", m: 0.7},
+        {"stage": "a", "trial_id": "t3", "status": "SUCCESS", m: math.nan},
+        {"stage": "a", "trial_id": "t4", "status": "SUCCESS", m: None},
+        {"stage": "a", "trial_id": "t5", "status": "ERROR", m: 0.0},  # errors are never ranked
+        {"stage": "a", "trial_id": "t7", "status": "HUNG", m: -1.0},
     ]
     assert C.best_trial(trials)["trial_id"] == "t0"
-    trials.append({"stage": "a", "trial_id": "t6", "status": "SUCCESS", "val_loss": 0.5})
-    assert C.best_trial(trials)["trial_id"] == "t6"  # same val_loss, earlier stage
-    assert C.best_trial(t for t in trials if t["status"] != "SUCCESS") is None
+    trials.append({"stage": "a", "trial_id": "t6", "status": "SUCCESS", m: 0.5})
+    assert C.best_trial(trials)["trial_id"] == "t6"  # same value, earlier stage
+    trials.append({"stage": "b", "trial_id": "t2", "status": "PRUNED", m: 0.1})
+    assert C.best_trial(trials)["trial_id"] == "t2"  # a pruned trial is ranked like a finished one
+    assert [t["trial_id"] for t in C.rank_trials(trials)] == ["t2", "t6", "t0", "t1", "t9"]
+    assert C.best_trial(t for t in trials if t["status"] not in C.RANKED_STATUSES) is None
     assert C.best_trial([]) is None
+    assert C.BEST_TRIAL_METRIC == "val_loss_smoothed" == C.TUNE_METRIC
 
 
 def test_best_trial_reads_objects_and_another_status_field():
     from types import SimpleNamespace
 
-    trials = [SimpleNamespace(trial_id="x", outcome="SUCCESS", val_loss=1.0),
-              SimpleNamespace(trial_id="y", outcome="SUCCESS", val_loss=-1.0),
-              SimpleNamespace(trial_id="z", outcome="HUNG", val_loss=-5.0)]
+    trials = [SimpleNamespace(trial_id="x", outcome="SUCCESS", val_loss_smoothed=1.0),
+              SimpleNamespace(trial_id="y", outcome="PRUNED", val_loss_smoothed=-1.0),
+              SimpleNamespace(trial_id="z", outcome="HUNG", val_loss_smoothed=-5.0)]
     assert C.best_trial(trials, status_key="outcome").trial_id == "y"
     assert C.ranking_value("SUCCESS", True) is None and C.ranking_value("SUCCESS", 2) == 2.0
+
+
+def test_smoothed_loss_is_the_mean_of_the_last_k_values():
+    assert C.smoothed_loss([0.9, 0.5, 0.4, 0.3], 3) == pytest.approx(0.4)
+    assert C.smoothed_loss([0.9, 0.5], 3) == pytest.approx(0.7)  # fewer epochs: what there is
+    assert C.smoothed_loss([0.9], 1) == 0.9
+    assert C.smoothed_loss([], 3) is None
+    assert C.smoothed_loss([0.1, math.inf, 0.2], 3) is None  # a diverged epoch in the window
+    assert C.smoothed_loss([math.nan, 0.1, 0.2], 2) == pytest.approx(0.15)  # outside the window
+    with pytest.raises(ValueError, match="window"):
+        C.smoothed_loss([0.1], 0)
+
+
+def test_config_id_ignores_the_repeat_index_and_key_order():
+    a = C.config_id({"estimator.params.lr": 0.001, "hisso.window": 16, C.REPEAT_KEY: 2})
+    assert a == C.config_id({"hisso.window": 16, "estimator.params.lr": 0.001})
+    assert a != C.config_id({"estimator.params.lr": 0.002, "hisso.window": 16})
+    assert len(a) == 10
+
+
+def test_rank_configurations_ranks_by_the_mean_of_the_runs():
+    m = C.RANK_METRIC
+    trials = [
+        {"config_id": "a", "status": "SUCCESS", m: 0.1},
+        {"config_id": "a", "status": "SUCCESS", m: 0.5},  # mean 0.3
+        {"config_id": "b", "status": "PRUNED", m: 0.2},
+        {"config_id": "b", "status": "SUCCESS", m: 0.2},  # mean 0.2: best, though "a" has the best run
+        {"config_id": "c", "status": "ERROR", m: 0.0},  # no ranked run: left out
+    ]
+    ranked = C.rank_configurations(trials)
+    assert [(e["config_id"], e["runs"]) for e in ranked] == [("b", 2), ("a", 2)]
+    assert ranked[0]["value"] == pytest.approx(0.2) and ranked[0]["std"] == pytest.approx(0.0)
+    assert ranked[1]["value"] == pytest.approx(0.3) and ranked[1]["std"] == pytest.approx(0.2)
 
 
 @pytest.mark.parametrize(
@@ -228,8 +266,8 @@ def test_trial_outcome_rule(run_status, hung, raised, expected):
 
 
 def test_exit_codes_are_distinct_and_documented():
-    codes = [C.EXIT_OK, C.EXIT_FAILURE, C.EXIT_BAD_INPUT, C.EXIT_NO_GPU, C.EXIT_INTERRUPTED]
-    assert codes == [0, 1, 2, 3, 130]
+    codes = [C.EXIT_OK, C.EXIT_FAILURE, C.EXIT_BAD_INPUT, C.EXIT_NO_GPU, C.EXIT_HUNG, C.EXIT_INTERRUPTED]
+    assert codes == [0, 1, 2, 3, 124, 130]
     assert set(C.EXIT_CODES) == set(codes)
     text = (REPO / "docs" / "run_outputs.md").read_text()
     section = text[text.index("## Exit codes"):]

@@ -364,6 +364,19 @@ def test_wave_resnet_w0_warmup_and_progressive_depth_run_in_supervised_fits():
     assert est.history_.column("depth") == [2, 3, 3, 3]
 
 
+@pytest.mark.parametrize("epochs", [2, 5])  # best epoch inside the warm-up, and after it
+def test_the_fitted_model_has_the_w0_its_best_epoch_was_validated_with(epochs):
+    X, y = _data()
+    X_val, y_val = X[::2] + 0.05, y[::2]
+    est = _tiny(WaveResNetRegressor, epochs=epochs, depth=1, first_layer_w0=30.0, w0_warmup_epochs=4).fit(
+        X, y, validation_data=(X_val, y_val))
+    best = next(r for r in est.history_ if r["is_best"] and r["epoch"] == est.best_epoch_)
+    assert est.model_.net.first_layer_w0 == pytest.approx(best["first_layer_w0"])
+    # So the fitted estimator reproduces the best epoch's val_loss.
+    pred = est.predict(X_val).reshape(y_val.shape)
+    assert float(np.mean((pred - y_val) ** 2)) == pytest.approx(best["val_loss"], rel=1e-4)
+
+
 # -- the README quick start ------------------------------------------------------------------------
 
 

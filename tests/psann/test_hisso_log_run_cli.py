@@ -29,6 +29,7 @@ from psann.contract import (
     EVENT_COLUMNS,
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
+    EXIT_HUNG,
     EXIT_INTERRUPTED,
     EXIT_OK,
     METRICS_KEYS,
@@ -364,7 +365,7 @@ def test_help_explains_every_flag_with_an_example(capsys):
     assert info.value.code == 0
     text = capsys.readouterr().out
     for flag in ("--config", "--output-dir", "--run-name", "--device", "--seed", "--keep-checkpoints", "--threads",
-                 "--verbose"):
+                 "--hang-timeout", "--verbose"):
         assert flag in text
     assert "example: python -m psann.scripts.hisso_log_run --config" in " ".join(text.split())
 
@@ -523,7 +524,7 @@ def test_doc_flags_table_lists_every_cli_flag_and_the_exit_codes():
     assert documented == flags - {"-h", "--help"}
     assert "`-h`, `--help`" in usage
     codes = re.findall(r"^\| (\d+) \|", usage, flags=re.M)
-    assert codes == [str(code) for code in (EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED)]
+    assert codes == [str(code) for code in (EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_HUNG, EXIT_INTERRUPTED)]
 
 
 def test_run_outputs_doc_lists_exactly_the_metrics_keys_and_event_columns_a_run_writes(smoke_runs):

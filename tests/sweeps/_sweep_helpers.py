@@ -93,6 +93,9 @@ def write_sweep(
         "hang_timeout_s": hang_timeout_s,
         "search_space": search_space if search_space is not None else {"estimator.params.lr": {"loguniform": [0.001, 0.01]}},
         "stages": stages,
+        # Tests count reports as epochs and evaluate only where they check the evaluation.
+        "report": {"every_epochs": 1},
+        "top_k": 0,
         **top,
     }
     path = folder / filename

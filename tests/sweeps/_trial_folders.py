@@ -2,7 +2,9 @@
 
 Used by the results-store and compendium tests and by bench/results_scale.py.  A trial folder
 looks like one Ray Tune writes (params.json, result.json, progress.csv, Tune's folder name)
-plus the run contract's files (metrics.json, events.csv, config_resolved.yaml, run.log).
+plus the run contract's files (metrics.json, events.csv, config_resolved.yaml, run.log) and,
+when asked, a run's equity_<split>.csv and the sweep's test evaluation (evaluation.json,
+evaluation_equity_<split>.csv).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from psann.contract import EVENT_COLUMNS, METRICS_KEYS
+from psann.contract import (EQUITY_COLUMNS, EVALUATION_FILE, EVALUATION_KEYS, EVENT_COLUMNS, METRICS_KEYS,
+                             equity_file)
 
 START = datetime(2026, 11, 23, 18, 0, 0, tzinfo=timezone.utc)
 
@@ -41,8 +44,18 @@ class TrialSpec:
     hung_last_events: str | None = None
     tune_files: bool = True  # params.json, result.json, progress.csv
     start_seconds: float = 0.0  # offset of run_start from 2026-11-23 18:00 UTC
+    losses: list[float] | None = None  # the val_loss of each epoch (sets epochs); random without
+    equity_splits: tuple[str, ...] = ()  # the run's equity_<split>.csv files
+    evaluation: dict[str, Any] | None = None  # evaluation.json (see evaluation_for)
+    runner: dict[str, Any] = field(default_factory=dict)  # more keys of its stage_status.json entry
+
+    def __post_init__(self) -> None:
+        if self.losses is not None:
+            self.epochs = len(self.losses)
 
     def val_losses(self) -> list[float]:
+        if self.losses is not None:
+            return list(self.losses)
         rng = random.Random(f"{self.trial_id}-{self.seed}")
         base = 0.2 + rng.random()
         return [base * (0.85 ** e) + 0.05 * rng.random() for e in range(self.epochs)]
@@ -164,7 +177,74 @@ def write_trial(folder: Path, spec: TrialSpec) -> Path:
                          1795456800 + i, 1.5 * (i + 1)])
         (folder / "result.json").write_text("".join(line + "\n" for line in lines))
         (folder / "progress.csv").write_text(progress.getvalue())
+    for split in spec.equity_splits:
+        write_equity(folder / equity_file(split), steps=10, seed=f"{spec.trial_id}-{split}")
+    if spec.evaluation is not None:
+        write_evaluation(folder, spec.evaluation)
     return folder
+
+
+def logged_losses(spec: TrialSpec) -> list[float]:
+    """The val_loss of each main-phase epoch as events.csv holds it (6 decimals)."""
+    return [float(f"{v:.6f}") for v in spec.val_losses()]
+
+
+def write_equity(path: Path, *, steps: int, seed: str) -> Path:
+    """An equity CSV (psann.contract.EQUITY_COLUMNS): wealth of each strategy after each step."""
+    rng = random.Random(seed)
+    wealth = [1.0, 1.0, 1.0]
+    lines = [",".join(EQUITY_COLUMNS)]
+    for step in range(steps):
+        wealth = [w * (1 + rng.uniform(-0.02, 0.03)) for w in wealth]
+        lines.append(",".join([str(step)] + [repr(w) for w in wealth]))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def evaluation_for(spec: TrialSpec, *, stage: str, rank: int = 1, smoothed: float | None = None,
+                   error: str | None = None, **changes: Any) -> dict[str, Any]:
+    """A contract-complete evaluation.json for ``spec`` (every key of EVALUATION_KEYS)."""
+    rng = random.Random(f"eval-{spec.trial_id}")
+    pm = lambda: {  # noqa: E731
+        "cum_return": rng.uniform(-0.2, 0.4), "log_return": rng.uniform(-0.2, 0.3),
+        "sharpe": rng.uniform(-0.1, 0.3), "max_drawdown": -rng.uniform(0, 0.3),
+        "turnover": rng.uniform(0, 0.5),
+    }
+    failed = error is not None
+    evaluation: dict[str, Any] = {
+        "rank": rank,
+        "stage": stage,
+        "trial_id": spec.trial_id,
+        "val_loss_smoothed": smoothed,
+        "checkpoint": "checkpoint_000002",
+        "checkpoint_epoch": 3,
+        "checkpoint_val_loss_smoothed": smoothed,
+        "split": "test",
+        "test_loss": None if failed else rng.uniform(0.1, 1.0),
+        "test_mse": None,
+        "test_reward_full": None if failed else -rng.uniform(0.1, 1.0),
+        "portfolio": None if failed else {
+            "split": "test", "trans_cost": 0.001, "policy": pm(), "equal_weight": pm(),
+            "best_buy_and_hold": {**pm(), "asset": 2},
+        },
+        "equity_file": None if failed else equity_file("test", evaluation=True),
+        "device": "cuda:0",
+        "node_id": "node-1",
+        "duration_seconds": 2.5,
+        "evaluated_at": "2026-11-23T19:00:00+00:00",
+        "error": error,
+    }
+    evaluation.update(changes)
+    assert set(EVALUATION_KEYS) <= set(evaluation), "synthetic evaluation.json must follow the contract"
+    return evaluation
+
+
+def write_evaluation(folder: Path, evaluation: dict[str, Any]) -> Path:
+    """evaluation.json, and the evaluation's equity CSV when it names one."""
+    (folder / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2))
+    if evaluation.get("equity_file"):
+        write_equity(folder / evaluation["equity_file"], steps=8, seed=f"eval-{folder.name}")
+    return folder / EVALUATION_FILE
 
 
 def write_stage(stage_dir: Path, specs: list[TrialSpec], *, stage_status: bool = True,
@@ -181,7 +261,7 @@ def write_stage_status(stage_dir: Path, specs: list[TrialSpec], folders: list[Pa
     entries = [
         {"trial_id": s.trial_id, "trial_dir": f.name, "tune_status": s.tune_status,
          "outcome": s.outcome, "iterations": s.epochs, "node_id": "node-1",
-         "hung_last_events": s.hung_last_events}
+         "hung_last_events": s.hung_last_events, **s.runner}
         for s, f in zip(specs, folders) if s.outcome is not None
     ]
     (stage_dir / "stage_status.json").write_text(json.dumps(

@@ -37,9 +37,11 @@ def test_compendium_writes_page_plots_and_index(sweep, tmp_path):
     out = tmp_path / "docs"
     written = build_compendium(sweep, out)
     names = sorted(p.relative_to(out).as_posix() for p in written)
+    # No equity files in these folders: no equity plot, and the page says so.
     assert names == ["hisso_wave.md", "hisso_wave/learning_curves_hisso.png",
-                     "hisso_wave/learning_curves_smoke.png", "hisso_wave/reward_vs_turnover.png",
-                     "index.md"]
+                     "hisso_wave/learning_curves_smoke.png", "hisso_wave/parameter_importance_hisso.png",
+                     "hisso_wave/parameter_importance_smoke.png", "hisso_wave/reward_vs_turnover.png",
+                     "hisso_wave/top_trials_hisso.png", "hisso_wave/top_trials_smoke.png", "index.md"]
     for png in out.glob("hisso_wave/*.png"):
         width, height = png_size(png.read_bytes())
         assert width >= 600 and height >= 400 and png.stat().st_size > 5_000
@@ -52,18 +54,22 @@ def test_page_lists_stage_counts_devices_runs_and_failures(sweep, tmp_path):
     assert lines[1] == "# Sweep `hisso_wave`"
     # per-stage counts, in run order: success, pruned, error, hung, incomplete, running, interrupted
     assert "| stage | trials | success | pruned | error | hung | incomplete | running | interrupted " in page
+    # The best trial by val_loss_smoothed (mean of the last 3 epochs), pruned trials included.
     assert any(line.startswith("| smoke | 3 | 3 | 0 | 0 | 0 | 0 | 0 | 0 | aaaaa_00002 |") for line in lines)
-    assert any(line.startswith("| hisso | 5 | 2 | 1 | 1 | 1 | 0 | 0 | 0 | bbbbb_00000 |") for line in lines)
+    assert any(line.startswith("| hisso | 5 | 2 | 1 | 1 | 1 | 0 | 0 | 0 | bbbbb_00001 |") for line in lines)
     assert page.index("| smoke | 3 |") < page.index("| hisso | 5 |")
     assert "| hisso | cuda:0 | 5 | 2 | bfloat16, float16, off |" in page
     # HISSO trials only: an episodes/s column, no samples/s column.
     assert "| stage | device | trials | success | AMP | median episodes/s | median duration (s) |" in page
-    runs = page[page.index("### hisso"):page.index("## Reward vs turnover")]
-    assert "| trial | status | episodes/s | best epoch | train | val | test (test) | reward_mean " \
-           "| turnover | Sharpe | AMP | duration (s) | estimator.params.lr | hisso.window |" in runs
-    for trial in ("bbbbb_00000", "bbbbb_00001", "bbbbb_00002", "bbbbb_00003", "bbbbb_00004"):
-        assert f"| {trial} |" in runs
-    assert "| bbbbb_00001 | SUCCESS | " in runs and "| float16 | 12.25 | 0.003 | 32 |" in runs
+    runs = page[page.index("### hisso", page.index("## Runs")):page.index("## Reward vs turnover")]
+    assert "| rank | trial | status | episodes/s | best epoch | train | val | val_loss_smoothed | test (test) " \
+           "| reward_mean | turnover | Sharpe | AMP | duration (s) | estimator.params.lr | hisso.window |" in runs
+    # Ranked runs first in ranking order (the pruned one included), then the unranked ones.
+    ranked = [line.split(" | ")[:3] for line in runs.splitlines() if line.startswith("| ") and "bbbbb_" in line]
+    assert ranked == [["| 1", "bbbbb_00001", "SUCCESS"], ["| 2", "bbbbb_00000", "SUCCESS"],
+                      ["| 3", "bbbbb_00002", "PRUNED"], ["| –", "bbbbb_00003", "ERROR"],
+                      ["| –", "bbbbb_00004", "HUNG"]]
+    assert "| float16 | 12.25 | 0.003 | 32 |" in runs
     assert "![val_loss per epoch, stage hisso](hisso_wave/learning_curves_hisso.png)" in page
     assert "| hisso | bbbbb_00003 | ERROR | RuntimeError: CUDA out of memory |" in page
     assert "| hisso | bbbbb_00004 | HUNG | epoch 3 at 18:00:07; no report for 600 s |" in page
@@ -142,6 +148,7 @@ def test_supervised_runs_show_samples_per_second_and_a_mixed_eval_split_gets_its
     ingest_sweep(sweep)
     build_compendium(sweep, tmp_path / "docs")
     page = (tmp_path / "docs" / "mixed.md").read_text()
-    assert "| trial | status | episodes/s | samples/s | best epoch | train | val | test | eval split |" in page
+    assert "| rank | trial | status | episodes/s | samples/s | best epoch | train | val | val_loss_smoothed " \
+           "| test | eval split |" in page
     assert "| ccccc_00000 | SUCCESS | – | 5000 |" in page
     assert "| median episodes/s | median samples/s |" in page

@@ -9,22 +9,22 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sweeps.results import ingest_sweep, load_events, load_trials
+from sweeps.results import ingest_sweep, load_equity, load_events, load_trials
 
 try:
-    from ._trial_folders import TrialSpec, tune_dir_name, write_trial
+    from ._trial_folders import TrialSpec, evaluation_for, tune_dir_name, write_evaluation, write_trial
 except ImportError:
-    from _trial_folders import TrialSpec, tune_dir_name, write_trial
+    from _trial_folders import TrialSpec, evaluation_for, tune_dir_name, write_evaluation, write_trial
 
 STAGES = ("smoke", "hisso")
 operations = st.lists(
     st.tuples(
-        st.sampled_from(["write", "delete", "corrupt"]),
+        st.sampled_from(["write", "delete", "corrupt", "evaluate"]),
         st.sampled_from(STAGES),
         st.integers(0, 3),  # trial index within the stage
         st.integers(1, 4),  # epochs
         st.sampled_from(["success", "running", "error"]),
-        st.booleans(),  # an extra metric column
+        st.booleans(),  # an extra metric column and a run equity curve
     ),
     min_size=1,
     max_size=8,
@@ -35,12 +35,15 @@ def apply(sweep: Path, op: tuple) -> None:
     kind, stage, index, epochs, status, extra = op
     trial_id = f"{'ab'[STAGES.index(stage)] * 5}_{index:05d}"
     spec = TrialSpec(trial_id, {"hisso.window": 8 * (index + 1)}, epochs=epochs, status=status,
-                     extra_metrics={"calmar": float(epochs)} if extra else {})
+                     extra_metrics={"calmar": float(epochs)} if extra else {},
+                     equity_splits=("test",) if extra else ())
     folder = sweep / stage / tune_dir_name(spec, index)
     if kind == "write":
         write_trial(folder, spec)
     elif folder.exists() and kind == "delete":
         shutil.rmtree(folder)
+    elif folder.exists() and kind == "evaluate":
+        write_evaluation(folder, evaluation_for(spec, stage=stage, rank=index + 1, smoothed=0.1 * epochs))
     elif folder.exists():
         (folder / "metrics.json").write_text('{"status": "succ')
 
@@ -66,3 +69,4 @@ def test_ingesting_after_each_batch_matches_one_fresh_ingest(batches):
         once = load_trials(fresh).drop_columns(["source_fingerprint"])
         assert incremental.equals(once)
         assert load_events(sweep).equals(load_events(fresh))
+        assert load_equity(sweep).equals(load_equity(fresh))

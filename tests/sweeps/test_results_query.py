@@ -176,9 +176,10 @@ def test_summary_counts_statuses_and_names_the_best_trial(sweep):
     assert (hisso["trials"], hisso["SUCCESS"], hisso["PRUNED"], hisso["ERROR"], hisso["HUNG"]) == (
         5, 2, 1, 1, 1)
     assert hisso["INCOMPLETE"] == hisso["RUNNING"] == hisso["INTERRUPTED"] == 0
-    best = min((r for r in trials if r["stage"] == "hisso" and r["status"] == "SUCCESS"),
-               key=lambda r: r["val_loss"])
-    assert (hisso["best_trial_id"], hisso["best_val_loss"]) == (best["trial_id"], best["val_loss"])
+    best = min((r for r in trials if r["stage"] == "hisso" and r["status"] in ("SUCCESS", "PRUNED")),
+               key=lambda r: r["val_loss_smoothed"])
+    assert (hisso["best_trial_id"], hisso["best_val_loss_smoothed"]) == (
+        best["trial_id"], best["val_loss_smoothed"])
     assert rows["smoke"]["SUCCESS"] == 3
 
 

@@ -24,6 +24,7 @@ def real_sweep(tmp_path_factory, local_ray):
             stage("tuned", num_samples=3, epochs=4,
                   scheduler={"type": "asha", "max_t": 4, "grace_period": 1, "reduction_factor": 2}),
         ],
+        top_k=2,
     )
     spec = load_sweep(sweep_file)
     sweep_dir = folder / "out" / "real"
@@ -55,18 +56,35 @@ def test_reingest_of_a_real_sweep_adds_nothing(real_sweep):
     assert (load_trials(sweep_dir).num_rows, load_events(sweep_dir).num_rows) == before
 
 
-def test_query_summary_and_plain_readers_agree_on_the_best_trial(real_sweep):
+def test_every_place_that_names_a_best_trial_agrees_and_it_has_test_figures(real_sweep, tmp_path):
+    import json
+
+    from ray import tune
+
     sweep_dir, results = real_sweep
-    top = query(sweep_dir, stage="tuned", where="status == 'SUCCESS'", sort="val_loss", top=1)
     best = results[-1].best()
-    success = [t for t in results[-1].trials if t.outcome == "SUCCESS"]
-    if success:
-        assert top.num_rows == 1
-        assert top.column("val_loss")[0].as_py() == pytest.approx(min(t.val_loss for t in success))
     assert best is not None
-    assert best.trial_id == top.column("trial_id")[0].as_py()  # one ranking rule: sweep summary and query
+    # The runner, query --top (ranking order by default), the results summary and Tune agree.
+    top = query(sweep_dir, stage="tuned", top=1)
+    assert top.column("trial_id")[0].as_py() == best.trial_id
+    assert top.column("val_loss_smoothed")[0].as_py() == pytest.approx(best.val_loss_smoothed)
     by_stage = {row["stage"]: row for row in summary(sweep_dir).to_pylist()}
     assert by_stage["tuned"]["best_trial_id"] == best.trial_id
+    analysis = tune.ExperimentAnalysis(str(sweep_dir / "tuned"))
+    assert analysis.get_best_trial("val_loss_smoothed", "min", scope="last").trial_id == best.trial_id
+    # The compendium names the same winner.
+    written = build_compendium(sweep_dir, tmp_path / "docs")
+    page = next(p for p in written if p.suffix == ".md" and p.name != "index.md").read_text()
+    assert f"`tuned/{best.trial_id}`" in page or f"`{best.trial_id}`" in page
+    # The winner, pruned or not, was evaluated on the test split from its best checkpoint.
+    evaluation = json.loads((sweep_dir / "tuned" / best.trial_dir / "evaluation.json").read_text())
+    assert evaluation["rank"] == 1 and evaluation["error"] is None
+    assert isinstance(evaluation["test_loss"], float)
+    row = next(r for r in load_trials(sweep_dir).to_pylist() if r["trial_id"] == best.trial_id)
+    assert row["eval_test_loss"] == pytest.approx(evaluation["test_loss"])
+    evaluated = [t for t in results[-1].ranked()[:2]]
+    for trial in evaluated:
+        assert (sweep_dir / "tuned" / trial.trial_dir / "evaluation.json").is_file()
     assert summary(sweep_dir).num_rows >= 2
     plain = ds.dataset(sweep_dir / "tables" / "trials", format="parquet", partitioning="hive").to_table()
     assert plain.num_rows == 5

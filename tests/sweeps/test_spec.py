@@ -479,3 +479,62 @@ def test_docs_list_exactly_the_accepted_keys(section, keys):
     documented = _documented(section)
     assert sorted(documented) == sorted(keys)
     assert len(documented) == len(set(documented))
+
+
+# --- issue 14: search, repeats, ranking window, top_k, report cadence ----------------------------
+
+
+def test_trust_keys_default_and_parse(folder):
+    spec = _parse(folder, _raw())
+    assert (spec.search, spec.repeats, spec.rank_window, spec.top_k) == ("random", 1, 3, 3)
+    assert spec.stage("hisso").report.every_epochs == 5 and spec.stage("hisso").report.every_seconds == 120
+    spec = _parse(folder, _raw(search="optuna", repeats=3, rank_window=2, top_k=0,
+                               report={"every_epochs": 2, "every_seconds": None}))
+    assert (spec.search, spec.repeats, spec.rank_window, spec.top_k) == ("optuna", 3, 2, 0)
+    assert spec.stage("smoke").report.every_epochs == 2 and spec.stage("smoke").report.every_seconds is None
+    assert spec.trial_count(spec.stage("smoke")) == 3  # 1 sample x 1 grid x 3 repeats
+
+
+def test_a_stage_report_cadence_wins_over_the_top_level_one(folder):
+    raw = _with_stage(1, report={"every_epochs": 3})
+    raw["report"] = {"every_epochs": 7, "every_seconds": 30}
+    spec = _parse(folder, raw)
+    assert spec.stage("smoke").report.every_epochs == 7
+    hisso = spec.stage("hisso").report
+    assert hisso.every_epochs == 3 and hisso.every_seconds == 30  # unset keys come from the top level
+
+
+@pytest.mark.parametrize(
+    "top, key, words",
+    [
+        ({"search": "tpe"}, "search", "random or optuna"),
+        ({"repeats": 0}, "repeats", ">= 1"),
+        ({"rank_window": 1.5}, "rank_window", "an int"),
+        ({"top_k": -1}, "top_k", ">= 0"),
+        ({"report": {"every_epoch": 2}}, "report.every_epoch", "did you mean 'every_epochs'"),
+        ({"report": {"every_seconds": 0}}, "report.every_seconds", ">= 1"),
+        ({"search": "optuna", "search_space": {"hisso.window": {"grid": [8, 16]}}}, "search_space.hisso.window",
+         "grid is not supported"),
+    ],
+)
+def test_bad_trust_keys_name_the_key(folder, top, key, words):
+    error = _error(folder, _raw(**top))
+    assert error.key == key and words in str(error)
+
+
+def test_asha_milestones_are_the_rung_epochs():
+    from sweeps.spec import SchedulerSpec
+
+    assert SchedulerSpec("asha", max_t=12, grace_period=3, reduction_factor=3).milestones() == (3, 9)
+    assert SchedulerSpec("asha", max_t=4, grace_period=1, reduction_factor=2).milestones() == (1, 2)
+    assert SchedulerSpec().milestones() == ()
+
+
+def test_report_cadence_is_every_n_epochs_or_t_seconds_whichever_first():
+    from sweeps.spec import ReportSpec
+
+    cadence = ReportSpec(every_epochs=3, every_seconds=10.0)
+    assert not cadence.due(2, epochs_since=2, seconds_since=9.9)
+    assert cadence.due(3, epochs_since=3, seconds_since=0.1)
+    assert cadence.due(1, epochs_since=1, seconds_since=10.0)
+    assert not ReportSpec(every_epochs=3, every_seconds=None).due(2, epochs_since=2, seconds_since=1e9)
