@@ -98,32 +98,9 @@ def equity_table(
 
 
 def _read_equity_csv(fs: pafs.FileSystem, path: str, name: str, notes: list[str]) -> pa.Table | None:
-    try:
-        data = _store.read_bytes(fs, path)
-    except OSError as exc:
-        notes.append(f"{name} unreadable ({exc})")
+    table = _store.read_csv_table(fs, path, name, notes, _EQUITY_CONVERT)
+    if table is None:
         return None
-    if not data.strip():
-        notes.append(f"{name} is empty")
-        return None
-    skipped: list[int] = []
-
-    def skip(row: Any) -> str:
-        skipped.append(row.number if row.number is not None else -1)
-        return "skip"
-
-    try:
-        table = pacsv.read_csv(
-            pa.py_buffer(data),
-            read_options=pacsv.ReadOptions(use_threads=False, block_size=max(1 << 20, 2 * len(data))),
-            parse_options=pacsv.ParseOptions(invalid_row_handler=skip),
-            convert_options=_EQUITY_CONVERT,
-        )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        notes.append(f"{name} unreadable ({str(exc).splitlines()[0]})")
-        return None
-    if skipped:
-        notes.append(f"{name}: skipped {len(skipped)} malformed row(s) (half-written line?)")
     missing = [c for c in C.EQUITY_COLUMNS if c not in table.column_names]
     if missing:
         notes.append(f"{name} lacks column(s) {', '.join(missing)} (left null)")

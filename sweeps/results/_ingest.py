@@ -147,25 +147,9 @@ def ingest_sweep(
         stale_dirs = removed | {s.dir_name for s in changed}
         stale_ids = {old_ids[d] for d in stale_dirs if d in old_ids}
         if old_trials is not None:
-            old_trials = _drop_empty_extras(old_trials.filter(
-                pc.invert(pc.is_in(old_trials["trial_dir"], pa.array(sorted(stale_dirs), S.STR)))
-            ), S.KNOWN_TRIAL_TYPES)
-        if old_events is not None and "trial_id" in old_events.column_names:
-            before = old_events.num_rows
-            old_events = _drop_empty_extras(old_events.filter(
-                pc.invert(pc.is_in(old_events["trial_id"], pa.array(sorted(stale_ids), S.STR)))
-            ), S.KNOWN_EVENT_TYPES)
-            counts["events"] -= before - old_events.num_rows
-        else:
-            old_events = None
-        if old_equity is not None and "trial_id" in old_equity.column_names:
-            before = old_equity.num_rows
-            old_equity = _drop_empty_extras(old_equity.filter(
-                pc.invert(pc.is_in(old_equity["trial_id"], pa.array(sorted(stale_ids), S.STR)))
-            ), S.KNOWN_EQUITY_TYPES)
-            counts["equity"] -= before - old_equity.num_rows
-        else:
-            old_equity = None
+            old_trials = _without(old_trials, "trial_dir", stale_dirs, S.KNOWN_TRIAL_TYPES)
+        old_events = _without_trials(old_events, stale_ids, S.KNOWN_EVENT_TYPES, counts, "events")
+        old_equity = _without_trials(old_equity, stale_ids, S.KNOWN_EQUITY_TYPES, counts, "equity")
         plans[stage.name] = _Plan(old_trials, old_events, old_equity)
         to_read.extend(changed)
 
@@ -306,6 +290,23 @@ def _rows_table(
         types = S.unify_columns(named)
         table = pa.concat_tables([_cast_to(t, types) for t in tables])
     return _drop_empty_extras(table, known)
+
+
+def _without(table: pa.Table, column: str, values: set[str], known: dict) -> pa.Table:
+    """``table`` less the rows whose ``column`` is in ``values`` (extra columns left empty dropped)."""
+    keep = pc.invert(pc.is_in(table[column], pa.array(sorted(values), S.STR)))
+    return _drop_empty_extras(table.filter(keep), known)
+
+
+def _without_trials(table: pa.Table | None, trial_ids: set[str], known: dict, counts: dict[str, int],
+                    name: str) -> pa.Table | None:
+    """A per-row table (events, equity) less the rows of ``trial_ids``; None when it has no trial_id."""
+    if table is None or "trial_id" not in table.column_names:
+        return None
+    before = table.num_rows
+    table = _without(table, "trial_id", trial_ids, known)
+    counts[name] -= before - table.num_rows
+    return table
 
 
 def _drop_empty_extras(table: pa.Table, known: dict[str, pa.DataType]) -> pa.Table:

@@ -13,9 +13,11 @@ import logging
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, unquote
 
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
@@ -208,3 +210,45 @@ def remove_stale_temporaries(fs: pafs.FileSystem, table_dir: str) -> None:
         elif ".tmp-" in name or ".old-" in name:
             logger.info("removing leftover %s from an interrupted ingest", info.path)
             fs.delete_dir(info.path)
+
+
+def read_csv_table(
+    fs: pafs.FileSystem,
+    path: str,
+    name: str,
+    notes: list[str],
+    convert: pacsv.ConvertOptions,
+    *,
+    newlines_in_values: bool = False,
+) -> pa.Table | None:
+    """A CSV file a run wrote, as a table; None (with a note) when unreadable or empty.
+
+    Malformed rows (a half-written last line) are skipped and counted in a note, never fatal.
+    """
+    try:
+        data = read_bytes(fs, path)
+    except OSError as exc:
+        notes.append(f"{name} unreadable ({exc})")
+        return None
+    if not data.strip():
+        notes.append(f"{name} is empty")
+        return None
+    skipped: list[int] = []
+
+    def skip(row: Any) -> str:
+        skipped.append(row.number if row.number is not None else -1)
+        return "skip"
+
+    try:
+        table = pacsv.read_csv(
+            pa.py_buffer(data),
+            read_options=pacsv.ReadOptions(use_threads=False, block_size=max(1 << 20, 2 * len(data))),
+            parse_options=pacsv.ParseOptions(newlines_in_values=newlines_in_values, invalid_row_handler=skip),
+            convert_options=convert,
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        notes.append(f"{name} unreadable ({str(exc).splitlines()[0]})")
+        return None
+    if skipped:
+        notes.append(f"{name}: skipped {len(skipped)} malformed row(s) (half-written line?)")
+    return table

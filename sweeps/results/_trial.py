@@ -380,32 +380,9 @@ _CONVERT = pacsv.ConvertOptions(
 
 
 def _read_events(fs: pafs.FileSystem, path: str, notes: list[str]) -> pa.Table | None:
-    try:
-        data = _store.read_bytes(fs, path)
-    except OSError as exc:
-        notes.append(f"events.csv unreadable ({exc})")
+    table = _store.read_csv_table(fs, path, "events.csv", notes, _CONVERT, newlines_in_values=True)
+    if table is None:
         return None
-    if not data.strip():
-        notes.append("events.csv is empty")
-        return None
-    skipped: list[int] = []
-
-    def skip(row: Any) -> str:
-        skipped.append(row.number if row.number is not None else -1)
-        return "skip"
-
-    try:
-        table = pacsv.read_csv(
-            pa.py_buffer(data),
-            read_options=pacsv.ReadOptions(use_threads=False, block_size=max(1 << 20, 2 * len(data))),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=skip),
-            convert_options=_CONVERT,
-        )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        notes.append(f"events.csv unreadable ({str(exc).splitlines()[0]})")
-        return None
-    if skipped:
-        notes.append(f"events.csv: skipped {len(skipped)} malformed row(s) (half-written line?)")
     for name, type_ in S.EVENT_CSV_COLUMNS:
         if name not in table.column_names:
             table = table.append_column(name, pa.nulls(table.num_rows, type_))
