@@ -39,6 +39,7 @@ __all__ = [
     "REPEAT_KEY", "config_id",
     # the test evaluation of a sweep's top trials
     "EVALUATION_FILE", "EVALUATION_FIELDS", "EVALUATION_KEYS", "EQUITY_COLUMNS", "equity_file",
+    "baseline_verdict",
     # exit codes
     "EXIT_OK", "EXIT_FAILURE", "EXIT_BAD_INPUT", "EXIT_NO_GPU", "EXIT_HUNG", "EXIT_INTERRUPTED", "EXIT_CODES",
 ]
@@ -423,6 +424,32 @@ EQUITY_COLUMNS = ("step", "policy", "equal_weight", "best_buy_and_hold")
 def equity_file(split: str, *, evaluation: bool = False) -> str:
     """``equity_<split>.csv`` (a run's) or ``evaluation_equity_<split>.csv`` (the evaluation's)."""
     return f"{'evaluation_' if evaluation else ''}equity_{split}.csv"
+
+
+def baseline_verdict(
+    policy: Any, equal_weight: Any, best_buy_and_hold: Any = None, *, split: str = "test"
+) -> str | None:
+    """One plain sentence: did the policy's log return beat its baselines' on ``split``?
+
+    The arguments are log returns after transaction costs (metrics.json ``portfolio``); None when
+    the policy's or equal weight's is missing. The run CLI, the sweep's winner block and the
+    compendium print it, so no one has to read it off the signs of numbers.
+
+    Example::
+
+        baseline_verdict(0.12, 0.09, 0.98)
+        # 'On test the policy BEAT equal weight (log return +0.1200 vs +0.0900, margin +0.0300);
+        #  it did NOT beat the best buy-and-hold asset (+0.9800).'
+    """
+    p, e = _finite_float(policy), _finite_float(equal_weight)
+    if p is None or e is None:
+        return None
+    verdict = "BEAT" if p > e else "did NOT beat"
+    text = f"On {split} the policy {verdict} equal weight (log return {p:+.4f} vs {e:+.4f}, margin {p - e:+.4f})"
+    b = _finite_float(best_buy_and_hold)
+    if b is not None:
+        text += f"; it {'also beat' if p > b else 'did NOT beat'} the best buy-and-hold asset ({b:+.4f})"
+    return text + "."
 
 
 # -- exit codes of every CLI ----------------------------------------------------------------------------

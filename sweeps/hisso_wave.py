@@ -33,6 +33,7 @@ from psann.contract import (
     EXIT_NO_GPU,
     EXIT_OK,
     RANK_WINDOW,
+    baseline_verdict,
 )
 from sweeps.spec import SweepError, available_profiles, describe_plan, load_sweep, validate_trial_configs
 from sweeps.storage import SweepStore
@@ -215,6 +216,11 @@ def _print_best(results, sweep_dir: SweepStore) -> None:
                 print(f"  {portfolio.get('split', 'test')} {name:<18} log_return={m['log_return']:+.4f} "
                       f"cum_return={m['cum_return']:+.4f} sharpe={m['sharpe']:.3f} max_drawdown={m['max_drawdown']:.3f} "
                       f"turnover={m['turnover']:.3f}")
+        verdict = baseline_verdict(*((portfolio.get(n) or {}).get("log_return")
+                                     for n in ("policy", "equal_weight", "best_buy_and_hold")),
+                                   split=portfolio.get("split") or "test")
+        if verdict:
+            print(f"  {verdict}")
         return
 
 

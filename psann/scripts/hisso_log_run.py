@@ -21,7 +21,7 @@ from typing import Sequence
 
 import torch
 
-from psann.contract import EXIT_BAD_INPUT, EXIT_INTERRUPTED
+from psann.contract import EXIT_BAD_INPUT, EXIT_INTERRUPTED, baseline_verdict
 from psann.data import regime_market_dataset, toy_hisso_dataset
 from psann.runconfig import ConfigError
 from psann.runs import execute_run, load_dataset, load_run_config, prepare_run_dir
@@ -124,7 +124,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             console=True,
             verbose=args.verbose,
         )
-    print(f"{result.status}: {result.run_dir}")
+    portfolio = result.metrics.get("portfolio") or {}
+    verdict = baseline_verdict(*(  # a plain line, so nobody reads it off the signs of numbers
+        (portfolio.get(name) or {}).get("log_return") for name in ("policy", "equal_weight", "best_buy_and_hold")),
+        split=portfolio.get("split") or "test")
+    if verdict:
+        print(verdict)
+    print(f"{result.status}: {result.run_dir}")  # always the last line
     return result.exit_code
 
 

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from psann.contract import RANK_METRIC
+from psann.contract import RANK_METRIC, baseline_verdict
 
 from ._importance import (PARAM_PREFIX, REPEAT_COLUMN, ParameterEffect, display_name, parameter_effects,
                           swept_parameters)
@@ -202,6 +202,11 @@ def _test_figures(winner: Configuration, repeats: bool, evaluations: bool) -> li
             body.append(["mean ± std", None, None, *(_spread([r.get(c) for r in runs]) for c, _ in figures)])
         out = [f"Test figures on the `{', '.join(splits)}` split, from the evaluation of each run's best "
                f"checkpoint by {RANK_METRIC}:", "", *table(header, body)]
+        verdict = baseline_verdict(*(_mean([r.get(f"eval_portfolio_{n}_log_return") for r in runs])
+                                     for n in ("policy", "equal_weight", "best_buy_and_hold")),
+                                   split=", ".join(splits))
+        if verdict:
+            out += ["", f"**{verdict}**" + (" (means over the evaluated runs)" if len(runs) > 1 else "")]
         return out + (["", " ".join(failures)] if failures else [])
     if not evaluations:
         sentence = ("No test figures: these tables have no evaluation columns (the sweep ran before its top "

@@ -280,3 +280,13 @@ def test_run_outputs_doc_names_every_trial_status_and_the_best_trial_rule():
     for status in C.TRIAL_STATUSES:
         assert status in text, status
     assert "psann.contract.best_trial" in text
+
+
+def test_baseline_verdict_says_plainly_whether_the_policy_beat_its_baselines():
+    assert C.baseline_verdict(0.12, 0.09, 0.98) == (
+        "On test the policy BEAT equal weight (log return +0.1200 vs +0.0900, margin +0.0300); "
+        "it did NOT beat the best buy-and-hold asset (+0.9800).")
+    assert C.baseline_verdict(-0.05, 0.09, split="val") == (
+        "On val the policy did NOT beat equal weight (log return -0.0500 vs +0.0900, margin -0.1400).")
+    assert "did NOT beat equal weight" in C.baseline_verdict(0.09, 0.09)  # a tie is not a win
+    assert C.baseline_verdict(None, 0.1) is None and C.baseline_verdict(0.1, math.nan) is None

@@ -33,6 +33,7 @@ from psann.contract import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     METRICS_KEYS,
+    baseline_verdict,
 )
 from psann.scripts.hisso_log_run import build_parser, main
 
@@ -92,7 +93,13 @@ def test_each_cpu_config_exits_0_and_writes_every_file_with_the_contract_fields(
     run = smoke_runs[name]
     assert run["returncode"] == 0, run["stderr"][-3000:]
     run_dir = run["run_dir"]
-    assert run["stdout"].strip().splitlines()[-1] == f"success: {run_dir}"
+    lines = run["stdout"].strip().splitlines()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    portfolio = metrics["portfolio"]
+    # The run ends with its folder and a plain verdict against the baselines.
+    assert lines[-1] == f"success: {run_dir}"
+    assert lines[-2] == baseline_verdict(portfolio["policy"]["log_return"], portfolio["equal_weight"]["log_return"],
+                                         portfolio["best_buy_and_hold"]["log_return"])
     assert run_dir.name.startswith(f"{name}-")  # default run name: config stem + UTC timestamp
     for relative in ("config_resolved.yaml", "metrics.json", "events.csv", "run.log",
                      "checkpoints/best/weights.pt", "checkpoints/best/metadata.json"):

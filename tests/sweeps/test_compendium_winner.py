@@ -241,6 +241,9 @@ def test_the_winners_test_figures_come_from_its_evaluation(tmp_path):
             "| equal weight log return | best buy-and-hold log return |") in won
     assert "| c_pruned | checkpoint_000001 | 2 | 0.26 | -0.2817 | 0.1 | 0.5 | 0.02 | 0.04 |" in won
     assert "no test figures" not in won.lower()
+    # Said in words, not left to the signs of the numbers.
+    assert ("**On test the policy BEAT equal weight (log return +0.1000 vs +0.0200, margin +0.0800); "
+            "it also beat the best buy-and-hold asset (+0.0400).**") in won
 
 
 def test_missing_evaluation_columns_say_there_are_no_test_figures(tmp_path):
