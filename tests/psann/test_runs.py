@@ -427,15 +427,18 @@ def test_hisso_policy_beats_equal_weight_on_the_regime_market_on_average_over_3_
     assert np.mean(margins) > 0.0, margins
 
 
-def test_the_gpu_stage_config_trains_on_channels_first_windows(tmp_path):
-    # configs/hisso/wave_resnet_small.yaml, shrunk to a CPU smoke run: the shape stays (N, 4, 128).
-    raw = yaml.safe_load((REPO / "configs" / "hisso" / "wave_resnet_small.yaml").read_text())
+@pytest.mark.parametrize("name, shape", [("wave_resnet_small", (4, 32)), ("wave_resnet_l128", (4, 128)),
+                                         ("wave_resnet_local", (4, 16))])
+def test_the_window_configs_train_on_channels_first_windows(tmp_path, name, shape):
+    # The default sweep's GPU and local configs and the harder 128-step one, shrunk to a CPU smoke
+    # run: the window shape stays.
+    raw = yaml.safe_load((REPO / "configs" / "hisso" / f"{name}.yaml").read_text())
     raw["estimator"]["params"].update(epochs=1, hidden_units=8, depth=1, device="cpu", w0_warmup_epochs=0)
     raw["hisso"].update(mixed_precision=False, updates_per_epoch=2)
     raw["data"]["kwargs"]["steps"] = 400
     config = parse_run_config(raw, base_dir=REPO / "configs" / "hisso")
     data = load_dataset(config)
-    assert data["X_train"].shape[1:] == (4, 128)
+    assert data["X_train"].shape[1:] == shape
     result = execute_run(config, prepare_run_dir(tmp_path, "windows"), dataset=data)
     assert result.status == "success"
     metrics = result.metrics

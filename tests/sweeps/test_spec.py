@@ -487,7 +487,7 @@ def test_docs_list_exactly_the_accepted_keys(section, keys):
 def test_trust_keys_default_and_parse(folder):
     spec = _parse(folder, _raw())
     assert (spec.search, spec.repeats, spec.rank_window, spec.top_k) == ("random", 1, 3, 3)
-    assert spec.stage("hisso").report.every_epochs == 5 and spec.stage("hisso").report.every_seconds == 120
+    assert spec.stage("hisso").report.every_epochs == 10 and spec.stage("hisso").report.every_seconds == 120
     spec = _parse(folder, _raw(search="optuna", repeats=3, rank_window=2, top_k=0,
                                report={"every_epochs": 2, "every_seconds": None}))
     assert (spec.search, spec.repeats, spec.rank_window, spec.top_k) == ("optuna", 3, 2, 0)
@@ -538,3 +538,20 @@ def test_report_cadence_is_every_n_epochs_or_t_seconds_whichever_first():
     assert cadence.due(3, epochs_since=3, seconds_since=0.1)
     assert cadence.due(1, epochs_since=1, seconds_since=10.0)
     assert not ReportSpec(every_epochs=3, every_seconds=None).due(2, epochs_since=2, seconds_since=1e9)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_sweep_file_is_valid_with_each_of_its_profiles(path):
+    raw = yaml.safe_load(path.read_text())
+    for profile in (None, *(raw.get("profiles") or {})):
+        assert validate_trial_configs(load_sweep(path, profile=profile)) > 0
+
+
+def test_asha_defaults_are_the_benchmarked_trade_off(folder):
+    from sweeps.spec import default_grace_period
+
+    spec = _parse(folder, _with_stage(1, epochs=60, scheduler="asha"))
+    scheduler = spec.stage("hisso").scheduler
+    assert (scheduler.max_t, scheduler.grace_period, scheduler.reduction_factor) == (60, 12, 2)
+    assert scheduler.milestones() == (12, 24, 48)
+    assert default_grace_period(4) == 3 and default_grace_period(2) == 2  # a rank window, at most max_t
