@@ -155,6 +155,7 @@ def test_a_normal_run_with_hang_timeout_exits_0_and_leaves_no_watchdog_behind(tm
     assert _watchdog_threads() == []
 
 
+@pytest.mark.slow  # tens of seconds of Ray trials or of a watched run
 def test_a_run_that_keeps_writing_for_longer_than_the_hang_timeout_finishes_with_exit_0(tmp_path):
     # Each reward call sleeps 0.1 s: about 0.4 s between epoch rows, 12 epochs, several timeouts long.
     config = _config(tmp_path, reward="tests.psann._hang_faults:slow_reward", epochs=12)

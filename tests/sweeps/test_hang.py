@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from ray import tune
 
 from _sweep_helpers import HANG_PENALTY, stage, stage_status, trial_dirs, write_sweep
@@ -100,6 +101,7 @@ def _warm_start_trial(config, *, board):
         tune.report({"val_loss": 0.0, "warm_start_epochs": epochs, "silent_to_tune_s": time.monotonic() - started})
 
 
+@pytest.mark.slow  # tens of seconds of Ray trials or of a watched run
 def test_a_trial_logging_warm_start_epochs_past_the_timeout_is_not_hung_one_that_writes_nothing_is(
         local_ray, tmp_path):
     store = SweepStore(tmp_path / "sweep")

@@ -202,6 +202,7 @@ def test_guard_stops_the_trial_that_went_quiet_and_never_the_one_that_keeps_writ
     assert (tmp_path / "sweep" / "smoke" / HUNG_RECORD).is_file()
 
 
+@pytest.mark.slow  # tens of seconds of Ray trials or of a watched run
 def test_a_stalled_driver_does_not_take_its_own_delay_for_the_silence_of_a_writing_trial(local_ray, tmp_path):
     timeout_s = 2.0
     name = board_name("sweep-d", "smoke")
