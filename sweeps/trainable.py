@@ -110,7 +110,6 @@ class TuneReporter(Callback):
             # The smoothed value continues over the epochs before the checkpoint.
             self.losses = [self._loss(r) for r in resumed.history if r.get("phase") in MAIN_PHASES]
             self.last_report_epoch = resumed.epoch if resumed.phase in MAIN_PHASES else 0
-        self.reports = 0
 
     @staticmethod
     def _loss(record: Mapping[str, Any]) -> float:
@@ -124,7 +123,7 @@ class TuneReporter(Callback):
         epoch = int(record["epoch"])
         last = epoch >= loop.config.epochs
         due = epoch in self.milestones or self.report.due(
-            epoch, epoch - self.last_report_epoch, time.monotonic() - self.last_report_time)
+            epoch - self.last_report_epoch, time.monotonic() - self.last_report_time)
         if not (last or due):
             return
         metrics: dict[str, Any] = {}
@@ -174,7 +173,6 @@ class TuneReporter(Callback):
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(staging)))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        self.reports += 1
         self.last_report_epoch = int(metrics.get("epoch", self.last_report_epoch))
         self.last_report_time = time.monotonic()
 

@@ -534,10 +534,10 @@ def test_report_cadence_is_every_n_epochs_or_t_seconds_whichever_first():
     from sweeps.spec import ReportSpec
 
     cadence = ReportSpec(every_epochs=3, every_seconds=10.0)
-    assert not cadence.due(2, epochs_since=2, seconds_since=9.9)
-    assert cadence.due(3, epochs_since=3, seconds_since=0.1)
-    assert cadence.due(1, epochs_since=1, seconds_since=10.0)
-    assert not ReportSpec(every_epochs=3, every_seconds=None).due(2, epochs_since=2, seconds_since=1e9)
+    assert not cadence.due(epochs_since=2, seconds_since=9.9)
+    assert cadence.due(epochs_since=3, seconds_since=0.1)
+    assert cadence.due(epochs_since=1, seconds_since=10.0)
+    assert not ReportSpec(every_epochs=3, every_seconds=None).due(epochs_since=2, seconds_since=1e9)
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
