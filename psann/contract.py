@@ -36,7 +36,7 @@ __all__ = [
     # the ranking rule
     "RANK_METRIC", "RANK_WINDOW", "RANKED_STATUSES", "BEST_TRIAL_METRIC", "BEST_TRIAL_STATUSES",
     "smoothed_loss", "ranking_value", "best_trial", "rank_trials", "rank_configurations",
-    "REPEAT_KEY", "config_id",
+    "REPEAT_KEY", "config_id", "finite_or_none",
     # the test evaluation of a sweep's top trials
     "EVALUATION_FILE", "EVALUATION_FIELDS", "EVALUATION_KEYS", "EQUITY_COLUMNS", "equity_file",
     "baseline_verdict",
@@ -258,7 +258,8 @@ BEST_TRIAL_STATUSES = RANKED_STATUSES
 T = TypeVar("T")
 
 
-def _finite_float(value: Any) -> float | None:
+def finite_or_none(value: Any) -> float | None:
+    """``value`` as a float when it is a finite int or float (not a bool), else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)
@@ -279,7 +280,7 @@ def smoothed_loss(values: Sequence[Any], window: int = RANK_WINDOW) -> float | N
     tail = list(values)[-window:]
     if not tail:
         return None
-    floats = [_finite_float(v) for v in tail]
+    floats = [finite_or_none(v) for v in tail]
     if any(v is None for v in floats):
         return None
     return sum(floats) / len(floats)  # type: ignore[arg-type]
@@ -315,7 +316,7 @@ def ranking_value(status: Any, value: Any) -> float | None:
     """The value a trial is ranked by (lower is better), or None when it is not ranked."""
     if status not in RANKED_STATUSES:
         return None
-    return _finite_float(value)
+    return finite_or_none(value)
 
 
 def rank_trials(
@@ -441,12 +442,12 @@ def baseline_verdict(
         # 'On test the policy BEAT equal weight (log return +0.1200 vs +0.0900, margin +0.0300);
         #  it did NOT beat the best buy-and-hold asset (+0.9800).'
     """
-    p, e = _finite_float(policy), _finite_float(equal_weight)
+    p, e = finite_or_none(policy), finite_or_none(equal_weight)
     if p is None or e is None:
         return None
     verdict = "BEAT" if p > e else "did NOT beat"
     text = f"On {split} the policy {verdict} equal weight (log return {p:+.4f} vs {e:+.4f}, margin {p - e:+.4f})"
-    b = _finite_float(best_buy_and_hold)
+    b = finite_or_none(best_buy_and_hold)
     if b is not None:
         text += f"; it {'also beat' if p > b else 'did NOT beat'} the best buy-and-hold asset ({b:+.4f})"
     return text + "."

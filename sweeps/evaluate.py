@@ -36,8 +36,7 @@ import pyarrow.fs as pafs
 import ray
 import yaml
 
-from psann.contract import EVALUATION_FILE, EVALUATION_KEYS, RANK_METRIC, equity_file
-from psann.runlog import atomic_write_text
+from psann.contract import EVALUATION_FILE, EVALUATION_KEYS, RANK_METRIC, equity_file, finite_or_none
 from sweeps.storage import SweepStore
 
 __all__ = [
@@ -51,12 +50,6 @@ CHECKPOINT_PREFIX = "checkpoint_"  # Tune's checkpoint folders in a trial folder
 BEST_CHECKPOINT = "best"  # "checkpoint" when the run's own checkpoints/best was evaluated instead
 TRAINING_STATE = "training_state.pt"  # sweeps.trainable.TRAINING_STATE (not imported: it pulls in Tune)
 RESULT_FILE = "result.json"  # Tune's per-report rows, one JSON object a line
-
-
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 def _epoch(value: Any) -> int | None:
@@ -89,7 +82,7 @@ def pick_checkpoint(
             continue
         rows[name] = row  # a restored trial reports a checkpoint again: its last row wins
     scored = [
-        (score, name) for name, row in rows.items() if (score := _finite(row.get(RANK_METRIC))) is not None
+        (score, name) for name, row in rows.items() if (score := finite_or_none(row.get(RANK_METRIC))) is not None
     ]
     if scored:
         # Tune numbers checkpoint folders in order, so the name orders them by time.
@@ -182,7 +175,7 @@ def load_checkpoint_weights(estimator: Any, folder: str | Path, device: str = "c
     # w0 is an attribute, not a weight: a warm-up sets it per epoch; the epoch's record has the
     # value its validation ran with (the live net already holds the next epoch's).
     record = next((r for r in reversed(snapshot.history) if r.get("epoch") == snapshot.epoch), {})
-    if _finite(record.get("first_layer_w0")) is not None and hasattr(net, "set_first_layer_w0"):
+    if finite_or_none(record.get("first_layer_w0")) is not None and hasattr(net, "set_first_layer_w0"):
         net.set_first_layer_w0(float(record["first_layer_w0"]))
     model.eval()
     return snapshot.epoch
@@ -190,7 +183,7 @@ def load_checkpoint_weights(estimator: Any, folder: str | Path, device: str = "c
 
 def _empty(rank: int, stage: str, trial_id: str, val_loss_smoothed: Any, split: str) -> dict[str, Any]:
     evaluation: dict[str, Any] = dict.fromkeys(EVALUATION_KEYS)
-    evaluation.update(rank=rank, stage=stage, trial_id=trial_id, val_loss_smoothed=_finite(val_loss_smoothed),
+    evaluation.update(rank=rank, stage=stage, trial_id=trial_id, val_loss_smoothed=finite_or_none(val_loss_smoothed),
                       split=split, evaluated_at=datetime.now(timezone.utc).isoformat())
     return evaluation
 
@@ -270,7 +263,7 @@ def _evaluate(store: SweepStore, stage: str, trial_id: str, split: str, device: 
         if checkpoint is None:
             epoch = getattr(estimator, "best_epoch_", None)
             row = next((r for r in reversed(rows) if r.get("epoch") == epoch), {})
-            score = _finite(row.get(RANK_METRIC))
+            score = finite_or_none(row.get(RANK_METRIC))
         warnings: list[str] = []
         result = evaluate_split(config, estimator, data, warn=warnings.append)
         for message in warnings:
@@ -280,9 +273,9 @@ def _evaluate(store: SweepStore, stage: str, trial_id: str, split: str, device: 
         checkpoint=name,
         checkpoint_epoch=epoch,
         checkpoint_val_loss_smoothed=score,
-        test_loss=_finite(result.metrics.get("test_loss")),
-        test_mse=_finite(result.metrics.get("test_mse")),
-        test_reward_full=_finite(result.metrics.get("test_reward_full")),
+        test_loss=finite_or_none(result.metrics.get("test_loss")),
+        test_mse=finite_or_none(result.metrics.get("test_mse")),
+        test_reward_full=finite_or_none(result.metrics.get("test_reward_full")),
         portfolio=result.metrics.get("portfolio"),
         device=str(getattr(estimator, "device_", device)),
         equity_file=equity_file(split, evaluation=True) if result.equity is not None else None,
@@ -304,16 +297,6 @@ def _evaluate_task(store_uri: str, stage: str, trial_id: str, split: str, rank: 
 
 def _field(item: Any, name: str) -> Any:
     return item.get(name) if isinstance(item, Mapping) else getattr(item, name, None)
-
-
-def _write_text(store: SweepStore, text: str, *parts: str) -> None:
-    """A text file through the store: atomically locally; an object store publishes it whole."""
-    if store.is_local:
-        atomic_write_text(store.local_path(*parts), text)
-        return
-    store.makedirs(*parts[:-1])
-    with store.fs.open_output_stream(store.path(*parts)) as handle:
-        handle.write(text.encode())
 
 
 def evaluate_top_trials(
@@ -371,7 +354,7 @@ def evaluate_top_trials(
         failed = _empty(rank, stage, trial_id, smoothed, split)
         try:
             ref = task.options(num_cpus=cpu, num_gpus=gpu, name=f"evaluate {stage}/{trial_id}").remote(
-                store.uri, stage, trial_id, split, rank, _finite(smoothed))
+                store.uri, stage, trial_id, split, rank, finite_or_none(smoothed))
         except Exception as exc:  # Ray refused the task (bad resources): recorded like a failure
             failed["error"] = f"the evaluation task could not start: {type(exc).__name__}: {exc}"
             ref = None
@@ -393,7 +376,7 @@ def evaluate_top_trials(
             logger.error("evaluation of %s/%s failed: %s", stage, trial_id, last)
         if equity_text is not None and evaluation.get("equity_file"):
             try:
-                _write_text(store, equity_text, stage, trial_id, evaluation["equity_file"])
+                store.write_text(equity_text, stage, trial_id, evaluation["equity_file"])
             except Exception as exc:
                 logger.error("could not write %s: %s", store.uri_of(stage, trial_id, evaluation["equity_file"]), exc)
                 evaluation["equity_file"] = None

@@ -9,7 +9,6 @@ an autoscaler can add them, or when CPU fallback was allowed (then it runs on CP
 from __future__ import annotations
 
 import logging
-import math
 import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -34,6 +33,7 @@ from psann.contract import (
     TUNE_MODE,
     best_trial,
     config_id,
+    finite_or_none,
     rank_configurations,
     rank_trials,
     trial_outcome,
@@ -204,20 +204,14 @@ def _outcome(result, hung_trials: dict[str, dict[str, Any]], store: SweepStore, 
         iterations=reported.get("training_iteration"),
         node_id=reported.get("node_id"),
         device=reported.get("device") or metrics_json.get("device"),
-        val_loss=_finite_or_none(val_loss),
+        val_loss=finite_or_none(val_loss),
         params=params,
         error=error,
         hung_last_events=hung["last_events"] if hung else None,
-        val_loss_smoothed=_finite_or_none(smoothed),
+        val_loss_smoothed=finite_or_none(smoothed),
         config_id=config_id(params),
         repeat=int(params.get(REPEAT_KEY, 0) or 0),
     )
-
-
-def _finite_or_none(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 def _trainable(spec: SweepSpec, stage: StageSpec, cpu_only: bool, board: str | None = None):

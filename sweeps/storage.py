@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import pyarrow.fs as pafs
 
-from psann.runlog import json_safe, write_json_atomic
+from psann.runlog import atomic_write_text, json_safe, write_json_atomic
 
 __all__ = ["SweepStore"]
 
@@ -94,10 +94,16 @@ class SweepStore:
         if self.is_local:
             write_json_atomic(self.local_path(*parts), data)
             return
+        self.write_text(json.dumps(json_safe(dict(data)), indent=2, sort_keys=True) + "\n", *parts)
+
+    def write_text(self, text: str, *parts: str) -> None:
+        """Write a text file, atomically locally and whole on an object store (as write_json)."""
+        if self.is_local:
+            atomic_write_text(self.local_path(*parts), text)
+            return
         self.fs.create_dir(self.path(*parts[:-1]), recursive=True)
-        payload = (json.dumps(json_safe(dict(data)), indent=2, sort_keys=True) + "\n").encode()
         with self.fs.open_output_stream(self.path(*parts)) as handle:
-            handle.write(payload)
+            handle.write(text.encode())
 
     def child_dirs(self, *parts: str) -> list[str]:
         """Names of the folders directly under a child folder (empty when it is missing)."""
