@@ -34,6 +34,8 @@ __all__ = [
     "RunLogging",
     "atomic_write_text",
     "json_safe",
+    "process_umask",
+    "shared_mode",
     "watch_events",
     "write_json_atomic",
     "write_yaml_atomic",
@@ -111,8 +113,35 @@ def watch_events(listener: EventListener, *, log_records: bool = True) -> Iterat
         _failed_listeners.discard(id(listener))
 
 
+_umask_lock = threading.Lock()
+
+
+def process_umask() -> int:
+    """The process umask, read without changing it where Linux tells (/proc), else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _umask_lock:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def shared_mode(path: str | os.PathLike, *, directory: bool = False) -> None:
+    """Give ``path`` the mode a plain create would have had (0666 or 0777 less the umask).
+
+    ``tempfile.mkstemp``/``mkdtemp`` create 0600 files and 0700 folders; an atomic write renames
+    one into place, so without this every file of a run or sweep would be private to its writer,
+    not readable by whoever shares the storage.
+    """
+    os.chmod(path, (0o777 if directory else 0o666) & ~process_umask())
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write text to path through a temp file in the same folder and a rename."""
+    """Write text to path through a temp file in the same folder and a rename (umask permissions)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -120,6 +149,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        shared_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

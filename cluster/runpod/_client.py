@@ -6,18 +6,23 @@ update/delete, ``/v2/pods/{id}/action``, problem+json errors ``{title, status, d
 errors?}`` and ``Retry-After`` (integer seconds) on 429.
 
 The API key is read from ``RUNPOD_API_KEY`` (or passed in) and kept in a private
-attribute; it never appears in a repr, a log line or an exception message.
+attribute; it never appears in a repr, a log line or an exception message, nor in any exception
+chained to one (every error is raised outside the ``except`` block that caught its cause, so
+``__context__`` is empty, and text RunPod sends back is scrubbed of the key). The key travels only
+over https: any other API URL is refused, except http on a loopback address (the tests' fake API).
 """
 
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import logging
 import os
 import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
+from urllib.parse import urlsplit
 
 import requests
 
@@ -36,7 +41,11 @@ class RunPodError(RuntimeError):
 
 
 class RunPodAuthError(RunPodError):
-    """No API key was given (RUNPOD_API_KEY unset)."""
+    """No usable API key was given (RUNPOD_API_KEY unset, or not a valid header value)."""
+
+
+class RunPodConfigError(RunPodError):
+    """The API URL is not one the key may be sent to (not https, nor http on loopback)."""
 
 
 class RunPodAPIError(RunPodError):
@@ -165,9 +174,10 @@ class RunPodClient:
                 f"No RunPod API key: set the {API_KEY_ENV} environment variable "
                 "(create a key in the RunPod console, Settings > API Keys)."
             )
-        self._api_key = _Secret(key)
+        _check_key(key)
         base = base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
-        self.base_url = base.rstrip("/")
+        self.base_url = _checked_base_url(base, "base_url" if base_url else BASE_URL_ENV)
+        self._api_key = _Secret(key)
         self.timeout = (connect_timeout_s, read_timeout_s)
         self.retry = retry
         self.stats = CallStats()
@@ -239,6 +249,10 @@ class RunPodClient:
         for attempt in range(1, attempts + 1):
             self.stats.add(call)
             wait: Optional[float] = None
+            # Errors are decided inside the except blocks but raised after them, so no error
+            # of this client has a __context__ (a transport exception may quote the headers).
+            fatal: Optional[RunPodError] = None
+            response: Optional[requests.Response] = None
             try:
                 response = self._session.request(
                     method,
@@ -253,23 +267,25 @@ class RunPodClient:
             except requests.exceptions.ReadTimeout:
                 last_reason = f"no answer within {self.timeout[1]:g} s (read timeout)"
                 if not idempotent:
-                    raise RunPodTransportError(call, last_reason) from None
+                    fatal = RunPodTransportError(call, last_reason)
             except requests.exceptions.ConnectionError as exc:
                 last_reason = f"connection error ({type(exc).__name__})"
                 if not idempotent and not _failed_before_sending(exc):
-                    raise RunPodTransportError(call, last_reason) from None
-            except requests.exceptions.RequestException as exc:
-                raise RunPodTransportError(call, type(exc).__name__) from None
-            else:
+                    fatal = RunPodTransportError(call, last_reason)
+            except Exception as exc:  # noqa: BLE001 - e.g. InvalidHeader, UnicodeEncodeError quote the key
+                fatal = RunPodTransportError(call, type(exc).__name__)
+            if fatal is not None:
+                raise fatal
+            if response is not None:
                 if response.status_code < 400:
-                    try:
-                        return self._decode(call, response)
-                    except RunPodTransportError as exc:
-                        # A garbled answer to a read is retried; to a write it is not,
-                        # since the write may have happened.
-                        if method != "GET":
-                            raise
-                        last_reason = exc.reason
+                    body, garbled = self._decode(call, response)
+                    if garbled is None:
+                        return body
+                    # A garbled answer to a read is retried; to a write it is not,
+                    # since the write may have happened.
+                    if method != "GET":
+                        raise garbled
+                    last_reason = garbled.reason
                 else:
                     error = self._error_from(call, response)
                     if response.status_code not in self.retry.retry_statuses:
@@ -293,23 +309,23 @@ class RunPodClient:
         )
 
     @staticmethod
-    def _decode(call: str, response: requests.Response) -> Any:
+    def _decode(call: str, response: requests.Response) -> tuple[Any, Optional[RunPodTransportError]]:
+        """(body, None), or (None, the error) when the body is not JSON."""
         if response.status_code == 204 or not response.content:
-            return None
+            return None, None
         try:
-            return response.json()
+            return response.json(), None
         except ValueError:
-            raise RunPodTransportError(
-                call, f"HTTP {response.status_code} with a body that is not valid JSON"
-            ) from None
+            pass
+        return None, RunPodTransportError(call, f"HTTP {response.status_code} with a body that is not valid JSON")
 
-    @staticmethod
-    def _error_from(call: str, response: requests.Response) -> RunPodAPIError:
+    def _error_from(self, call: str, response: requests.Response) -> RunPodAPIError:
         title, detail, errors = "", "", None
+        problem: Any = None
         try:
             problem = response.json()
         except ValueError:
-            problem = None
+            pass
         if isinstance(problem, dict):
             title = str(problem.get("title") or "")
             detail = str(problem.get("detail") or "")
@@ -319,8 +335,52 @@ class RunPodClient:
         else:
             title = response.reason or ""
             detail = (response.text or "")[:200]
+        # A server (or a proxy in front of it) may echo the request's credentials back.
+        key = self._api_key.reveal()
+        title, detail = _scrub(title, key), _scrub(detail, key)
+        errors = [_scrub(item, key) for item in errors] if errors else errors
         cls = RunPodNotFound if response.status_code == 404 else RunPodAPIError
         return cls(call, response.status_code, title, detail, errors)
+
+
+def _scrub(text: str, key: str) -> str:
+    return text.replace(key, "***") if key else text
+
+
+def _check_key(key: Any) -> None:
+    """The key must be a header-safe token: visible ASCII, no spaces (the key is never quoted)."""
+    if not isinstance(key, str) or not all(33 <= ord(ch) <= 126 for ch in key):
+        raise RunPodAuthError(
+            f"The RunPod API key (argument api_key or {API_KEY_ENV}) holds characters an HTTP "
+            "header cannot carry (expected visible ASCII without spaces or line breaks); "
+            "copy it again from the RunPod console, Settings > API Keys."
+        )
+
+
+_LOOPBACK_NAMES = ("localhost",)
+
+
+def _checked_base_url(url: str, source: str) -> str:
+    """``url`` without a trailing slash, when the key may be sent there (https, or http on loopback)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme == "https" and host:
+        return url.rstrip("/")
+    if parts.scheme == "http" and host and _is_loopback(host):
+        return url.rstrip("/")
+    raise RunPodConfigError(
+        f"{source}: expected an https:// RunPod API URL (http only on a loopback address), "
+        f"got {url[:80]!r}; the API key must not travel unencrypted"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _quote(pod_id: str) -> str:
