@@ -21,13 +21,18 @@ from typing import Sequence
 
 import torch
 
+from psann._imports import trust
 from psann.contract import EXIT_BAD_INPUT, EXIT_INTERRUPTED, baseline_verdict
+from psann.errors import ValidationError
+from psann.names import NAME_MAX, check_folder_name, check_output_dir
 from psann.data import regime_market_dataset, toy_hisso_dataset
 from psann.runconfig import ConfigError
 from psann.runs import execute_run, load_dataset, load_run_config, prepare_run_dir
 from psann.watchdog import RunWatchdog
 
 __all__ = ["main", "build_parser", "toy_hisso_dataset", "regime_market_dataset"]
+
+SEED_LIMIT = 2**32  # numpy's and scikit-learn's bound: 0 <= seed < 2**32
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="end the run as hung (metrics.json status hung, exit 124) when it writes nothing "
                         "(no events.csv row, no log line) for this many seconds, e.g. --hang-timeout 600 "
                         "(default: no limit)")
+    parser.add_argument("--trust", action="append", default=[], metavar="MODULE",
+                        help="let the config name callables in MODULE (and its submodules), e.g. --trust my_lab.rewards; "
+                        "repeatable. A config that names a callable runs it: only psann's own are trusted by default "
+                        "(also PSANN_TRUST=mod_a,mod_b)")
     parser.add_argument("--verbose", action="store_true", help="console logging at DEBUG instead of INFO")
     return parser
 
@@ -73,23 +82,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     the process with EXIT_HUNG (psann.watchdog).
     """
     args = build_parser().parse_args(argv)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     try:
-        if args.run_name is not None and (
-            not args.run_name or args.run_name in (".", "..") or Path(args.run_name).name != args.run_name
-        ):
-            raise ConfigError("--run-name", f"expected a folder name without path separators, got {args.run_name!r}")
+        trust(args.trust, key="--trust")
+        check_output_dir(args.output_dir, "--output-dir")
+        if args.run_name is not None:
+            check_folder_name(args.run_name, "--run-name", parent=args.output_dir, reserve=len("-999"))
+        if not 0 <= args.seed < SEED_LIMIT:
+            raise ConfigError("--seed", f"expected an int in [0, 2**32), got {args.seed}")
         if args.threads is not None and args.threads < 1:
             raise ConfigError("--threads", f"expected an int >= 1, got {args.threads}")
         if args.hang_timeout is not None and not (math.isfinite(args.hang_timeout) and args.hang_timeout > 0):
             raise ConfigError("--hang-timeout", f"expected seconds > 0, got {args.hang_timeout:g}")
         config = load_run_config(args.config)
-        if args.device is not None:
-            from psann.estimators import resolve_device
+        if args.run_name is None and len(f"{args.config.stem}-{stamp}-999".encode()) > NAME_MAX:
+            raise ConfigError("--run-name", f"the default run name (the config file's name and a timestamp) is longer "
+                              f"than {NAME_MAX} bytes; pass a shorter --run-name")
+        from psann.estimators import resolve_device
 
-            try:
-                resolve_device(args.device)
-            except (ValueError, RuntimeError) as exc:
-                raise ConfigError("--device", str(exc)) from exc
+        # The run CLI runs here: a CUDA device this host lacks is bad input now, not a failed run later.
+        # (In sweeps the device comes from Ray's grant and is checked in the trial.)
+        device, device_key = (args.device, "--device") if args.device is not None else (
+            config.estimator_params.get("device", "auto"), "estimator.params.device")
+        try:
+            resolve_device(device)
+        except (ValueError, RuntimeError) as exc:
+            raise ConfigError(device_key, str(getattr(exc, "reason", exc))) from exc
         try:
             dataset = load_dataset(config)
         except ConfigError:
@@ -98,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # A loader that crashes is a failed run, not bad input: execute_run loads the data again
             # inside its error handling, so metrics.json and events.csv record the traceback (exit 1).
             dataset = None
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ValidationError, FileNotFoundError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
@@ -107,7 +125,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     run_name = args.run_name or f"{args.config.stem}-{stamp}"
     run_dir = prepare_run_dir(args.output_dir, run_name)
     with contextlib.ExitStack() as watched:
