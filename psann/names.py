@@ -30,7 +30,7 @@ NAME_MAX = 255
 
 def _name_max(parent: Path | None) -> int:
     probe = parent
-    while probe is not None and not probe.exists():
+    while probe is not None and not _exists(probe):
         probe = probe.parent if probe.parent != probe else None
     if probe is not None:
         try:
@@ -59,6 +59,13 @@ def check_folder_name(value: Any, key: str, *, parent: str | os.PathLike | None 
     return value
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # ENAMETOOLONG and the like: nothing is there
+        return False
+
+
 def check_output_dir(path: str | os.PathLike, key: str) -> Path:
     """``path`` as a Path when a folder can be created or written there, else a ValidationError.
 
@@ -67,7 +74,7 @@ def check_output_dir(path: str | os.PathLike, key: str) -> Path:
     """
     path = Path(path)
     probe = path
-    while not probe.exists():
+    while not _exists(probe):
         if probe.parent == probe:
             break
         probe = probe.parent
