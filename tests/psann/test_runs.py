@@ -20,6 +20,7 @@ import torch
 import yaml
 
 import psann
+from psann._imports import TRUST_ENV, trust
 from psann.hisso import call_reward, hisso_evaluate_reward, hisso_infer_series, resolve_reward
 from psann.runconfig import parse_run_config
 from psann.training import Callback
@@ -76,6 +77,7 @@ def write_module(folder: Path, source: str) -> str:
     """Write an importable module with a unique name into folder (on sys.path); return its name."""
     name = f"runs_test_{uuid.uuid4().hex[:10]}"
     (folder / f"{name}.py").write_text(source)
+    trust([name])  # a config may name it, as with --trust (module_dir restores PSANN_TRUST after)
     return name
 
 
@@ -96,6 +98,7 @@ def module_dir(tmp_path, monkeypatch):
     folder = tmp_path / "modules"
     folder.mkdir()
     monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setenv(TRUST_ENV, os.environ.get(TRUST_ENV, ""))  # restored after the test
     return folder
 
 
