@@ -1,4 +1,4 @@
-"""Datasets for psann runs: validation, npz and loader sources, built-in synthetic markets.
+"""Datasets for psann runs: validation, npz and loader sources, built-in synthetic markets, price tables.
 
 A dataset is a plain ``dict[str, np.ndarray]`` of float32 arrays with the keys in
 :data:`DATASET_KEYS`; ``X_train`` is required. Rows are time steps of one series per split
@@ -26,6 +26,7 @@ The source (a file or a loader) is named at the end of the reason: ``(in path/to
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Union
@@ -45,7 +46,10 @@ __all__ = [
     "toy_hisso_dataset",
     "regime_market_dataset",
     "sequence_market_dataset",
+    "price_table_dataset",
 ]
+
+logger = logging.getLogger(__name__)
 
 Dataset = dict[str, np.ndarray]
 
@@ -182,7 +186,10 @@ def load_loader(dotted_path: str, kwargs: Mapping[str, Any] | None = None) -> Da
     return validate_dataset(data, source=f"data.loader {dotted_path.strip()}")
 
 
-def _split_rows(steps: int, train_fraction: float, val_fraction: float) -> tuple[slice, slice, slice]:
+def _split_rows(
+    steps: int, train_fraction: float, val_fraction: float, rows_key: str = "steps"
+) -> tuple[slice, slice, slice]:
+    """Contiguous train / val / test slices of ``steps`` rows; ``rows_key`` is blamed for too few rows."""
     if not _is_fraction(train_fraction):
         raise ValidationError.expected("train_fraction", "a number in (0, 1)", train_fraction)
     if not _is_fraction(val_fraction) or train_fraction + val_fraction >= 1.0:
@@ -196,8 +203,8 @@ def _split_rows(steps: int, train_fraction: float, val_fraction: float) -> tuple
     n_test = steps - n_train - n_val
     if min(n_train, n_val, n_test) < 2:
         raise ValidationError(
-            "steps",
-            f"{steps} with train_fraction={train_fraction} and val_fraction={val_fraction} "
+            rows_key,
+            f"{steps} rows with train_fraction={train_fraction} and val_fraction={val_fraction} "
             f"gives splits of {n_train}/{n_val}/{n_test} rows; each needs at least 2",
         )
     return slice(0, n_train), slice(n_train, n_train + n_val), slice(n_train + n_val, steps)
@@ -401,13 +408,115 @@ def sequence_market_dataset(
         ((221, 8, 32), (221, 4))
     """
     steps = _check_int("steps", steps, 6)
+    lookback = _check_lookback(lookback, steps, "steps")
+    x, y, prices = _regime_market(steps, assets, features, seed, signal_strength)
+    windows = _windows(x, lookback)
+    splits = _split_rows(windows.shape[0], train_fraction, val_fraction)
+    return _assemble(windows, y[lookback - 1 :], prices[lookback - 1 :], splits, source="sequence_market_dataset")
+
+
+def _check_lookback(lookback: Any, steps: int, steps_name: str) -> int:
     lookback = _check_int("lookback", lookback, 1)
     if steps - lookback + 1 < 6:
         raise ValidationError(
-            "lookback", f"expected at most steps - 5 = {steps - 5} so every split keeps rows, got {lookback}"
+            "lookback", f"expected at most {steps_name} - 5 = {steps - 5} so every split keeps rows, got {lookback}"
         )
-    x, y, prices = _regime_market(steps, assets, features, seed, signal_strength)
-    windows = np.lib.stride_tricks.sliding_window_view(x, lookback, axis=0)  # (rows, features, lookback)
-    rows = windows.shape[0]
-    splits = _split_rows(rows, train_fraction, val_fraction)
-    return _assemble(np.ascontiguousarray(windows), y[lookback - 1 :], prices[lookback - 1 :], splits, source="sequence_market_dataset")
+    return lookback
+
+
+def _windows(x: np.ndarray, lookback: int) -> np.ndarray:
+    """Channels-first windows (rows - lookback + 1, features, lookback) of a (rows, features) series:
+    window n holds steps n .. n + lookback - 1, oldest first, so it ends at step n + lookback - 1."""
+    return np.ascontiguousarray(np.lib.stride_tricks.sliding_window_view(x, lookback, axis=0))
+
+
+def price_table_dataset(
+    path: Union[str, Path],
+    time_column: str | None = None,
+    assets: list[str] | None = None,
+    features: list[str] | tuple[str, ...] = (),
+    lookback: int | None = None,
+    train_fraction: float | None = None,
+    val_fraction: float | None = None,
+    val_start: Any = None,
+    test_start: Any = None,
+    max_gap: float | None = 5.0,
+    time_format: str | None = None,
+    log_returns: bool = True,
+) -> Dataset:
+    """Your own market: a CSV or Parquet price table as a dataset like :func:`regime_market_dataset`'s.
+
+    The file has a time column (``time_column``, default the first column: ISO dates or
+    datetimes, or numbers; other text layouts with ``time_format``), one price column per asset
+    (``assets``, default every other column that is not in ``features``) and optional feature
+    columns (``features``). Rows may come in any order: they are sorted by time, then refused
+    with the time value and file row named (a ValidationError keyed ``path``) when a time repeats,
+    a step between times is more than ``max_gap`` times the median step (default 5: weekends and
+    holiday weekends of a business-day calendar pass; ``None`` allows any gap), or a price is
+    missing or <= 0.
+
+    At step t the features are the log returns ``log(P_t / P_{t-1})`` of every asset (unless
+    ``log_returns=False``) followed by the feature columns' values at t; ``y`` is the next log
+    return ``log(P_{t+1} / P_t)`` and ``prices`` is ``P_t`` (the HISSO reward and the portfolio
+    metrics read ``P_{t+1} / P_t`` from consecutive rows). The first and last times have no
+    past or no next return and are dropped. With ``lookback``, row n of ``X`` is the
+    channels-first window (features, lookback) of the steps ending at n, as in
+    :func:`sequence_market_dataset`; the first ``lookback - 1`` steps are dropped.
+
+    Splits are contiguous in time: by fraction (``train_fraction`` 0.6, ``val_fraction`` 0.2 by
+    default) or by date: ``val_start`` and ``test_start`` are the first times of the validation
+    and test splits (``"2023-07-03"``, a ``datetime.date``, or a number for a numeric time
+    column). Give fractions or dates, not both.
+
+    Example:
+        >>> d = price_table_dataset("docs/data/prices_small.csv", features=["risk_index"], lookback=16)
+        >>> d["X_train"].shape, d["prices_train"].shape
+        ((301, 5, 16), (301, 4))
+    """
+    from psann._price_table import date_splits, format_time, read_price_table
+
+    if not isinstance(log_returns, bool):
+        raise ValidationTypeError.expected("log_returns", "true or false", log_returns)
+    table = read_price_table(
+        path, time_column=time_column, assets=assets, features=features, max_gap=max_gap, time_format=time_format
+    )
+    if not log_returns and not table.feature_columns:
+        raise ValidationError("features", "expected at least one feature column when log_returns is false, got none")
+    returns = np.diff(np.log(table.prices), axis=0)  # row t-1: log(P_t / P_{t-1})
+    parts = ([returns[:-1]] if log_returns else []) + [table.features[1:-1]]
+    x = np.concatenate(parts, axis=1)  # steps 1 .. T-2: a past and a next return
+    y, prices, times = returns[1:], table.prices[1:-1], table.times[1:-1]
+    if len(times) < 6:
+        raise ValidationError(
+            "path", f"expected at least 8 rows (6 after the first and last), got {len(table.times)} (in {table.source})"
+        )
+    if lookback is not None:
+        lookback = _check_lookback(lookback, len(times), f"the {len(times)} usable rows")
+        x, y, prices, times = _windows(x, lookback), y[lookback - 1 :], prices[lookback - 1 :], times[lookback - 1 :]
+
+    if val_start is None and test_start is None:
+        splits = _split_rows(
+            len(times),
+            0.6 if train_fraction is None else train_fraction,
+            0.2 if val_fraction is None else val_fraction,
+            rows_key="path",
+        )
+    else:
+        if train_fraction is not None or val_fraction is not None:
+            raise ValidationError(
+                "val_start" if val_start is not None else "test_start",
+                "expected split dates (val_start, test_start) or fractions (train_fraction, val_fraction), not both; "
+                f"got val_start={short_repr(val_start)}, test_start={short_repr(test_start)}, "
+                f"train_fraction={train_fraction!r}, val_fraction={val_fraction!r}",
+            )
+        splits = date_splits(times, val_start, test_start)
+    logger.info(
+        "price table %s: %s",
+        table.source,
+        ", ".join(
+            f"{split} {format_time(times[rows.start])}..{format_time(times[rows.stop - 1])} ({rows.stop - rows.start} rows)"
+            for split, rows in zip(SPLITS, splits)
+        ),
+    )
+    return _assemble(x, y, prices, splits, source=f"price_table_dataset {table.source}")
+

@@ -17,7 +17,7 @@ too and are re-keyed by their ``.key``, never by reading their text.
 from __future__ import annotations
 
 import copy
-import json
+import datetime
 import math
 import os
 import warnings
@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 
 from psann._imports import import_callable, import_object
+from psann.configfile import read_config
 from psann.data import DATASET_KEYS
 from psann.errors import ValidationError, did_you_mean, short_repr, unknown_key
 from psann.estimators import ESTIMATORS, BasePSANNEstimator
@@ -90,15 +90,12 @@ def _rekeyed(exc: ValidationError, prefix: str = "") -> ConfigError:
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML or JSON run config (yaml.safe_load reads both) into a dict."""
+    """Read a YAML or JSON run config (strictly, psann.configfile.read_config) into a dict."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    text = path.read_text()
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise ConfigError(str(path), f"not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}") from exc
+    try:  # strict: duplicate keys, non-UTF-8, directories, NaN/inf, python tags (psann.configfile)
+        data = read_config(path)
+    except ValidationError as exc:
+        raise ConfigError(exc.key, exc.reason) from None
     if not isinstance(data, dict):
         raise ConfigError(str(path), f"expected a mapping of sections ({', '.join(SECTIONS)}), got {type(data).__name__}")
     return data
@@ -229,12 +226,40 @@ def _parse_data(raw: Any, base_dir: Path) -> dict[str, Any]:
             raise ConfigError("data.npz", f"file not found: {path}")
         return {"npz": path.resolve()}
     loader = section["loader"]
-    kwargs = _mapping(section.get("kwargs"), "data.kwargs")
+    kwargs = _iso_dates(_mapping(section.get("kwargs"), "data.kwargs"))
     try:
         import_callable(loader, "data.loader")
     except ValidationError as exc:
         raise _rekeyed(exc) from exc
+    if "path" in kwargs:
+        # A loader's file (price_table_dataset's CSV) is relative to the config file, like data.npz,
+        # and made absolute here: sweep trials run in other folders, and config_resolved.yaml is
+        # read back from anywhere.
+        kwargs["path"] = str(_existing_file("data.kwargs.path", kwargs["path"], base_dir))
     return {"loader": loader, "kwargs": kwargs}
+
+
+def _iso_dates(value: Any) -> Any:
+    """``value`` with every date and datetime as its ISO 8601 string. YAML reads an unquoted
+    ``2023-04-03`` as a date; the resolved config must stay plain JSON data (sweeps copy it through
+    json), and loaders read ISO strings."""
+    if isinstance(value, datetime.date):  # datetime.datetime too
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {key: _iso_dates(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_iso_dates(item) for item in value]
+    return value
+
+
+def _existing_file(key: str, value: Any, base_dir: Path) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError.expected(key, "a file path", value)
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    if not path.exists():
+        raise ConfigError(key, f"file not found: {path}")
+    return path.resolve()
 
 
 def _parse_hisso(raw: Any) -> tuple[HISSOOptions | None, dict[str, Any] | None]:

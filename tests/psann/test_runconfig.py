@@ -280,8 +280,9 @@ def test_load_config_file_reads_yaml_and_json_and_refuses_a_non_mapping(tmp_path
     with pytest.raises(ConfigError, match="not valid JSON") as info:
         load_config_file(tmp_path / "broken.json")
     assert info.value.key == str(tmp_path / "broken.json")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ConfigError, match="config file not found") as info:
         load_config_file(tmp_path / "missing.yaml")
+    assert info.value.key == str(tmp_path / "missing.yaml")
 
 
 def test_apply_overrides_sets_nested_keys_without_touching_the_original():
