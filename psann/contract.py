@@ -33,6 +33,8 @@ __all__ = [
     "SUCCESS", "PRUNED", "ERROR", "HUNG", "INCOMPLETE", "RUNNING", "INTERRUPTED",
     "TRIAL_STATUSES", "PASSING_OUTCOMES", "UNFINISHED_STATUSES", "RUN_STATUS_TO_TRIAL_STATUS",
     "trial_outcome",
+    # stage outcomes
+    "BUDGET_STOPPED",
     # the ranking rule
     "RANK_METRIC", "RANK_WINDOW", "RANKED_STATUSES", "BEST_TRIAL_METRIC", "BEST_TRIAL_STATUSES",
     "smoothed_loss", "ranking_value", "best_trial", "rank_trials", "rank_configurations",
@@ -220,6 +222,12 @@ RUN_STATUS_TO_TRIAL_STATUS = {
     RUN_INTERRUPTED: INTERRUPTED,
     RUN_HUNG: HUNG,
 }
+
+# -- stage outcomes: stage_status.json "status" ------------------------------------------------------
+
+# The stage's budget (gpu_hours / wall_minutes) was spent: no more trials were launched and the
+# running ones stopped at their next report (sweeps.budget_guard). Its trials keep their outcomes.
+BUDGET_STOPPED = "BUDGET_STOPPED"
 
 
 def trial_outcome(run_status: str | None, *, hung: bool = False, raised: bool = False) -> str:

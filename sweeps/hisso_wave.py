@@ -3,6 +3,7 @@
     python sweeps/hisso_wave.py                          # default sweep on an embedded local Ray
     python sweeps/hisso_wave.py --address auto           # join the running cluster (e.g. on the head)
     python sweeps/hisso_wave.py --dry-run                # validate and print the plan, start nothing
+    python sweeps/hisso_wave.py --dry-run --cluster cluster/runpod.yaml   # ... with GPU hours and cost
     python sweeps/hisso_wave.py --name my-sweep --resume # continue an interrupted sweep
 
 Exit codes (``psann.contract``, the project's one rule): 0 every stage passed (EXIT_OK); 1 a stage
@@ -25,6 +26,7 @@ if __package__ in (None, ""):  # run as a script: make the project root importab
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
+from psann._imports import TRUST_ENV, trust
 from psann.contract import (
     EVALUATION_FILE,
     EXIT_BAD_INPUT,
@@ -35,7 +37,10 @@ from psann.contract import (
     RANK_WINDOW,
     baseline_verdict,
 )
-from sweeps.spec import SweepError, available_profiles, describe_plan, load_sweep, validate_trial_configs
+from psann.errors import ValidationError
+from psann.names import check_folder_name, check_output_dir
+from sweeps.budget import describe_estimates, estimate_stage, find_smoke_epoch_seconds, load_gpu_price, smoke_stage
+from sweeps.spec import SweepError, SweepSpec, available_profiles, describe_plan, load_sweep, validate_trial_configs
 from sweeps.storage import SweepStore
 
 DEFAULT_SWEEP = Path(__file__).resolve().parent.parent / "configs" / "sweeps" / "hisso_wave.yaml"
@@ -72,7 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-cpus", type=int, default=None,
                         help="CPUs of the embedded local Ray (default: all cores)")
     parser.add_argument("--dry-run", action="store_true",
-                        help="validate the sweep file and every trial config, print the plan, start nothing")
+                        help="validate the sweep file and every trial config, print the plan with an estimate "
+                        "of GPU hours, start nothing")
+    parser.add_argument("--trust", action="append", default=[], metavar="MODULE",
+                        help="let the sweep's run configs name callables in MODULE (and its submodules), e.g. "
+                        "--trust my_lab.rewards; repeatable. A config that names a callable runs it: only "
+                        "psann's and sweeps' own are trusted by default (also PSANN_TRUST=mod_a,mod_b). "
+                        "The trials get the same trust")
+    parser.add_argument("--cluster", type=Path, default=None,
+                        help="Ray cluster file (e.g. cluster/runpod.yaml) whose GPU worker type's "
+                        "estimated_cost_per_hour prices the estimate")
     return parser
 
 
@@ -86,7 +100,23 @@ def _pick_profile(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _check_storage(location: str) -> None:
+    """A URI must name its bucket or host (``s3://`` alone would write at the filesystem's root);
+    a local path must be a folder this user can write (or create)."""
+    if "://" in location:
+        scheme, _, rest = location.partition("://")
+        if scheme != "file" and not rest.split("/", 1)[0]:
+            raise SweepError("--storage", f"expected a URI with a bucket or host ({scheme}://bucket/path), got {location!r}")
+        if scheme == "file":
+            check_output_dir(rest or "/", "--storage")
+    else:
+        check_output_dir(location, "--storage")
+
+
 def _sweep_store(args: argparse.Namespace, sweep_name: str) -> SweepStore:
+    _check_storage(str(args.storage))
+    if args.name is not None:
+        check_folder_name(args.name, "--name")
     try:
         storage = SweepStore(args.storage)
         storage.exists()
@@ -119,6 +149,7 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
+        trust(args.trust, key="--trust")
         profile = _pick_profile(args)
         spec = load_sweep(args.sweep, profile=profile)
         stages = None
@@ -132,11 +163,12 @@ def _main(argv: Sequence[str] | None) -> int:
             raise SweepError("--resume", f"{sweep_dir} holds no sweep to resume (no sweep.json)")
         if not args.resume and sweep_dir.exists("sweep.json"):
             raise SweepError("--name", f"{sweep_dir} already holds a sweep; pass --resume to continue it or pick another --name")
-    except (SweepError, FileNotFoundError) as exc:
+        price = load_gpu_price(args.cluster, SweepError) if args.cluster is not None else None
+    except (ValidationError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
-    plan = describe_plan(spec)
+    plan = describe_plan(spec) + _estimate(spec, args, sweep_dir, price)
     if args.dry_run:
         print("\n".join(plan))
         print(f"validated {checked} trial config(s); sweep folder would be {sweep_dir}")
@@ -149,11 +181,16 @@ def _main(argv: Sequence[str] | None) -> int:
     from sweeps.stages import GPUUnavailableError, StageInterruptedError, format_summary, run_sweep
 
     if args.address:
-        ray.init(address=args.address, log_to_driver=True)
+        # Trials import what their configs name: on a cluster's nodes they get this driver's trust
+        # through the job's runtime env (an embedded Ray's workers inherit this process's env).
+        trusted = os.environ.get(TRUST_ENV)
+        runtime_env = {"env_vars": {TRUST_ENV: trusted}} if trusted else None
+        ray.init(address=args.address, log_to_driver=True, runtime_env=runtime_env)
     else:
         ray.init(address="local", num_cpus=args.num_cpus or os.cpu_count(), include_dashboard=False)
     try:
-        results = run_sweep(spec, sweep_dir, stages=stages, allow_cpu=args.allow_cpu, resume=args.resume)
+        results = run_sweep(spec, sweep_dir, stages=stages, allow_cpu=args.allow_cpu, resume=args.resume,
+                            gpu_price=price)
     except GPUUnavailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_NO_GPU
@@ -167,6 +204,17 @@ def _main(argv: Sequence[str] | None) -> int:
     print(f"sweep folder: {sweep_dir}")
     _print_best(results, sweep_dir)
     return EXIT_OK if results and all(r.passed for r in results) else EXIT_FAILURE
+
+
+def _estimate(spec: SweepSpec, args: argparse.Namespace, sweep_dir: SweepStore, price) -> list[str]:
+    """The plan's spend estimate: epoch seconds from the sweep file, else from this sweep's smoke
+    stage on disk (this --name first, then the newest folder of this sweep under --storage)."""
+    smoke = smoke_stage(spec)
+    measured = None
+    if smoke is not None and any(s.wants_gpu and s.epoch_seconds is None for s in spec.stages):
+        measured = find_smoke_epoch_seconds(SweepStore(args.storage), spec.name, smoke.name, prefer=sweep_dir.name)
+    return describe_estimates([estimate_stage(spec, s, measured) for s in spec.stages], price,
+                              smoke.name if smoke else None)
 
 
 def _resume_command(argv: Sequence[str] | None, name: str) -> str:

@@ -26,6 +26,8 @@ A sweep file (configs/sweeps/*.yaml)::
         num_samples: 8
         epochs: 60
         scheduler: {type: asha, max_t: 60, grace_period: 5, reduction_factor: 3}
+        epoch_seconds: 4.5                            # one epoch of one trial, for --dry-run's estimate
+        budget: {gpu_hours: 2.0, wall_minutes: 90}    # stop launching trials past either (sweeps.budget)
     profiles:
       local: {stages: {hisso: {resources: {gpu: 0}, allow_cpu: true, num_samples: 4}}}
 
@@ -40,15 +42,17 @@ Importing this module does not import Ray; ``to_param_space`` imports ``ray.tune
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
+from psann.configfile import read_config
 from psann.contract import RANK_WINDOW
 from psann.errors import ValidationError, short_repr, unknown_key
+from psann.names import check_folder_name
 from psann.runconfig import ConfigError, apply_overrides, load_config_file, parse_run_config
+from sweeps.budget import BudgetSpec, parse_budget, parse_epoch_seconds
 
 __all__ = [
     "ReportSpec",
@@ -81,6 +85,8 @@ _STAGE_KEYS = (
     "max_failures",
     "allow_cpu",
     "report",
+    "epoch_seconds",
+    "budget",
 )
 _SCHEDULER_KEYS = ("type", "max_t", "grace_period", "reduction_factor")
 
@@ -99,8 +105,17 @@ def _int(value: Any, key: str, low: int) -> int:
     return value
 
 
+SEED_LIMIT = 2**32  # numpy's and scikit-learn's bound: 0 <= seed < 2**32, the same everywhere
+
+
 def _number(value: Any, key: str, low: float, high: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or (high is not None and value > high):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < low
+        or (high is not None and value > high)
+    ):
         bounds = f">= {low}" + (f" and <= {high}" if high is not None else "")
         raise SweepError.expected(key, f"a number {bounds}", value)
     return float(value)
@@ -172,6 +187,8 @@ class StageSpec:
     max_failures: int = 1  # retries of a trial after a failure (a lost node), from its checkpoint
     allow_cpu: bool = False  # run a GPU stage on CPU when no GPU can be had (also --allow-cpu)
     report: ReportSpec = field(default_factory=ReportSpec)  # report and checkpoint cadence
+    epoch_seconds: float | None = None  # one epoch of one trial, for the spend estimate (sweeps.budget)
+    budget: BudgetSpec | None = None  # stop launching trials past gpu_hours / wall_minutes
 
     @property
     def wants_gpu(self) -> bool:
@@ -322,6 +339,10 @@ def _parse_stage(value: Any, index: int, report: ReportSpec = ReportSpec()) -> S
     name = section.get("name")
     if not isinstance(name, str) or not name.isidentifier():
         raise SweepError.expected(f"{key}.name", "a name made of letters, digits and _", name)
+    try:  # a stage is a folder of the sweep: the one folder-name rule (length included)
+        check_folder_name(name, f"{key}.name")
+    except ValidationError as exc:
+        raise SweepError(exc.key, exc.reason) from None
     key = f"stages.{name}"
     resources = _mapping(section.get("resources"), f"{key}.resources")
     for k in resources:
@@ -357,6 +378,8 @@ def _parse_stage(value: Any, index: int, report: ReportSpec = ReportSpec()) -> S
         max_failures=_int(section.get("max_failures", 1), f"{key}.max_failures", 0),
         allow_cpu=allow_cpu,
         report=_parse_report(section.get("report"), f"{key}.report", report),
+        epoch_seconds=parse_epoch_seconds(section.get("epoch_seconds"), f"{key}.epoch_seconds", SweepError),
+        budget=parse_budget(section.get("budget"), f"{key}.budget", gpus_per_trial=gpu, error=SweepError),
     )
 
 
@@ -373,7 +396,7 @@ def _check_search_space(space: Mapping[str, Any]) -> dict[str, Any]:
                     raise SweepError.expected(f"{key}.{kind}", "a non-empty list of values", arg)
             else:
                 if not isinstance(arg, list) or len(arg) != 2 or not all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in arg
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in arg
                 ):
                     raise SweepError.expected(f"{key}.{kind}", "[low, high]", arg)
                 low, high = arg
@@ -396,8 +419,10 @@ def parse_sweep(raw: Mapping[str, Any], *, path: Path, profile: str | None = Non
             raise _unknown(key, _TOP_KEYS, "")
     data = _apply_profile(dict(raw), profile)
     name = data.get("name", path.stem)
-    if not isinstance(name, str) or not name:
-        raise SweepError.expected("name", "a non-empty string", name)
+    try:  # the sweep folder is <name>-<timestamp>: one path component, room for the stamp
+        check_folder_name(name, "name", reserve=len("-20260101T000000Z"))
+    except ValidationError as exc:
+        raise SweepError(exc.key, exc.reason) from None
     base = data.get("base_config")
     if not isinstance(base, str):
         raise SweepError.expected("base_config", "a path to a run config (relative to the sweep file)", base)
@@ -441,7 +466,7 @@ def parse_sweep(raw: Mapping[str, Any], *, path: Path, profile: str | None = Non
         base_config=base_config,
         search_space=search_space,
         stages=stages,
-        seed=_int(data.get("seed", 42), "seed", 0),
+        seed=_seed(data.get("seed", 42)),
         hang_timeout_s=hang,
         search=search,
         repeats=repeats,
@@ -452,20 +477,28 @@ def parse_sweep(raw: Mapping[str, Any], *, path: Path, profile: str | None = Non
     )
 
 
+def _seed(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
+        raise SweepError.expected("seed", "an int in [0, 2**32)", value)
+    return value
+
+
+def _read(path: str | Path) -> Any:
+    """The sweep file, read strictly (psann.configfile: duplicate keys, non-UTF-8, NaN...)."""
+    try:
+        return read_config(path, what="sweep")
+    except ValidationError as exc:
+        raise SweepError(exc.key, exc.reason) from None
+
+
 def load_sweep(path: str | Path, *, profile: str | None = None) -> SweepSpec:
     """Read and validate a sweep file."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"sweep file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SweepError(str(path), f"not valid YAML: {exc}") from exc
-    return parse_sweep(raw, path=path, profile=profile)
+    return parse_sweep(_read(path), path=path, profile=profile)
 
 
 def available_profiles(path: str | Path) -> list[str]:
-    raw = yaml.safe_load(Path(path).read_text()) or {}
+    raw = _read(path) or {}
     return list((raw.get("profiles") or {}).keys()) if isinstance(raw, Mapping) else []
 
 

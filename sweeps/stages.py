@@ -21,6 +21,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import BasicVariantGenerator, Repeater
 
 from psann.contract import (
+    BUDGET_STOPPED,
     ERROR,
     HUNG,
     INCOMPLETE,
@@ -38,6 +39,9 @@ from psann.contract import (
     rank_trials,
     trial_outcome,
 )
+from psann.provenance import collect_provenance
+from sweeps.budget import BUDGET_RECORD, GpuPrice, describe_estimates, estimate_stage, measure_epoch_seconds, smoke_stage
+from sweeps.budget_guard import BudgetGuard
 from sweeps.spec import StageSpec, SweepSpec, to_param_space
 from sweeps.storage import SweepStore
 from sweeps import heartbeat
@@ -49,6 +53,7 @@ __all__ = ["StageResult", "TrialOutcome", "GPUUnavailableError", "StageInterrupt
 logger = logging.getLogger(__name__)
 
 STAGE_STATUS = "stage_status.json"
+STAGE_COMPLETED = "COMPLETED"  # stage_status.json "status": every trial ran (else psann.contract.BUDGET_STOPPED)
 KEEP_CHECKPOINTS = 4  # Tune checkpoints kept per trial
 
 
@@ -85,6 +90,7 @@ class TrialOutcome:
     val_loss_smoothed: float | None = None
     config_id: str | None = None  # psann.contract.config_id of params (repeats share it)
     repeat: int = 0  # the repeat index r (seed = sweep seed + r)
+    stopped_by: str | None = None  # "budget": the stage's budget stopped it at a report
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,12 @@ class StageResult:
     required_fraction: float
     ran_on_cpu: bool = False
     skipped_reason: str | None = None
+    status: str = STAGE_COMPLETED  # or BUDGET_STOPPED
+    budget: dict[str, Any] | None = None  # limits, spend, exhausted_by, not_launched (budget.json)
+
+    @property
+    def budget_stopped(self) -> bool:
+        return self.status == BUDGET_STOPPED
 
     def count(self, outcome: str) -> int:
         return sum(1 for t in self.trials if t.outcome == outcome)
@@ -137,6 +149,8 @@ class StageResult:
             "passed": self.passed,
             "required_fraction": self.required_fraction,
             "ran_on_cpu": self.ran_on_cpu,
+            "status": self.status,
+            "budget": self.budget,
             "trials": [asdict(t) for t in self.trials],
         }
 
@@ -149,6 +163,8 @@ class StageResult:
             passed=bool(data["passed"]),
             required_fraction=float(data["required_fraction"]),
             ran_on_cpu=bool(data.get("ran_on_cpu", False)),
+            status=data.get("status") or STAGE_COMPLETED,
+            budget=data.get("budget"),
         )
 
 
@@ -184,8 +200,9 @@ def _trial_dirname(trial) -> str:
     return trial.trial_id
 
 
-def _outcome(result, hung_trials: dict[str, dict[str, Any]], store: SweepStore, stage: str) -> TrialOutcome:
-    trial_id = result.path.rstrip("/").rsplit("/", 1)[-1]
+def _outcome(result, hung_trials: dict[str, dict[str, Any]], store: SweepStore, stage: str,
+             budget_stopped: frozenset[str] = frozenset()) -> TrialOutcome:
+    trial_id = _trial_id(result)
     metrics_json = store.read_json(stage, trial_id, "metrics.json") or {}
     reported = result.metrics or {}
     hung = hung_trials.get(trial_id)
@@ -211,6 +228,7 @@ def _outcome(result, hung_trials: dict[str, dict[str, Any]], store: SweepStore, 
         val_loss_smoothed=finite_or_none(smoothed),
         config_id=config_id(params),
         repeat=int(params.get(REPEAT_KEY, 0) or 0),
+        stopped_by="budget" if trial_id in budget_stopped else None,
     )
 
 
@@ -234,7 +252,8 @@ def _trainable(spec: SweepSpec, stage: StageSpec, cpu_only: bool, board: str | N
     return tune.with_resources(trainable, {"cpu": stage.cpu, "gpu": gpu})
 
 
-def _scheduler(stage: StageSpec, spec: SweepSpec, store: SweepStore, board: str | None = None) -> HangGuard:
+def _scheduler(stage: StageSpec, spec: SweepSpec, store: SweepStore, board: str | None = None,
+               cpu_only: bool = False) -> HangGuard:
     if stage.scheduler.kind == "asha":
         inner = ASHAScheduler(
             # Epochs, not reports: grace_period and max_t mean the same whatever the report cadence.
@@ -245,6 +264,12 @@ def _scheduler(stage: StageSpec, spec: SweepSpec, store: SweepStore, board: str 
         )
     else:
         inner = FIFOScheduler()
+    if stage.budget is not None:
+        gpus = 0.0 if cpu_only else stage.gpu
+        if stage.budget.gpu_hours is not None and gpus == 0:
+            logger.warning("stage %s runs on CPU: budget.gpu_hours does not apply (no GPU hours are spent)%s",
+                           stage.name, "; wall_minutes does" if stage.budget.wall_minutes is not None else "")
+        inner = BudgetGuard(inner, stage.budget, gpus, store=store, stage=stage.name)
     return HangGuard(inner, spec.hang_timeout_s, store=store, stage=stage.name, board=board)
 
 
@@ -298,7 +323,7 @@ def run_stage(
         logger.warning("stage %s: no GPU in the cluster; running on CPU as allowed (--allow-cpu)", stage.name)
 
     board = heartbeat.board_name(store.name, stage.name)
-    guard = _scheduler(stage, spec, store, board)
+    guard = _scheduler(stage, spec, store, board, cpu_only)
     trainable = _trainable(spec, stage, cpu_only, board)
     search_alg, param_space = _search(spec, stage)
     if resume and tune.Tuner.can_restore(stage_uri):
@@ -352,12 +377,22 @@ def run_stage(
     # The saved state can: interrupted trials are still RUNNING or PENDING there, and trials not yet
     # generated are missing. Writing stage_status.json now would mark the stage finished and
     # --resume would skip it.
+    # A budget-stopped stage ends with fewer trials than planned: the searcher was told to finish.
+    spent = store.read_json(stage.name, BUDGET_RECORD) if stage.budget is not None else None
+    budget_stopped = isinstance(spent, dict) and spent.get("exhausted_by") is not None
     expected = spec.trial_count(stage)
     saved = tune.ExperimentAnalysis(stage_uri).trials
     ended = sum(1 for t in saved if t.status in ("TERMINATED", "ERROR"))
-    if ended < max(expected, len(saved)):
+    if ended < (len(saved) if budget_stopped else max(expected, len(saved))):
         raise StageInterruptedError(stage.name, ended, expected)
-    outcomes = tuple(sorted((_outcome(r, hung_trials, store, stage.name) for r in results), key=lambda t: t.trial_id))
+    stopped = frozenset(spent.get("stopped_at_report") or ()) if budget_stopped else frozenset()
+    unstarted = frozenset(spent.get("not_launched") or ()) if budget_stopped else frozenset()
+    # Trials the budget ended before they ever ran have no result and no run files: not trials.
+    ran = [r for r in results if not (_trial_id(r) in unstarted and not (r.metrics or {}).get("training_iteration"))]
+    for result in results:
+        if result not in ran:
+            _remove_if_empty(store, stage.name, _trial_id(result))  # Tune made it; nothing ran in it
+    outcomes = tuple(sorted((_outcome(r, hung_trials, store, stage.name, stopped) for r in ran), key=lambda t: t.trial_id))
     trials = len(outcomes)
     fraction = sum(1 for t in outcomes if t.outcome in PASSING_OUTCOMES) / trials if trials else 0.0
     result = StageResult(
@@ -367,9 +402,34 @@ def run_stage(
         passed=trials > 0 and fraction + 1e-12 >= stage.min_success_fraction,
         required_fraction=stage.min_success_fraction,
         ran_on_cpu=cpu_only,
+        status=BUDGET_STOPPED if budget_stopped else STAGE_COMPLETED,
+        budget=None if stage.budget is None else {
+            **stage.budget.to_json(),
+            "spent_gpu_hours": (spent or {}).get("spent_gpu_hours", 0.0),
+            "spent_wall_minutes": (spent or {}).get("spent_wall_minutes", 0.0),
+            "exhausted_by": (spent or {}).get("exhausted_by"),
+            "not_launched": max(0, expected - trials) if budget_stopped else 0,
+        },
     )
+    if budget_stopped:
+        logger.warning("stage %s: stopped by its budget (%s) after %d of %d trial(s); %d not launched",
+                       stage.name, spent.get("exhausted_by"), trials, expected, max(0, expected - trials))
     store.write_json(result.to_json(), stage.name, STAGE_STATUS)
     return result
+
+
+def _remove_if_empty(store: SweepStore, *parts: str) -> None:
+    import pyarrow.fs as pafs
+
+    try:
+        if not store.fs.get_file_info(pafs.FileSelector(store.path(*parts), allow_not_found=True)):
+            store.fs.delete_dir(store.path(*parts))
+    except OSError:  # an empty folder left behind is harmless
+        pass
+
+
+def _trial_id(result) -> str:
+    return result.path.rstrip("/").rsplit("/", 1)[-1]
 
 
 def _as_store(sweep_dir: Path | str | SweepStore) -> SweepStore:
@@ -397,8 +457,15 @@ def run_sweep(
     allow_cpu: bool = False,
     resume: bool = False,
     verbose: int = 1,
+    gpu_price: GpuPrice | None = None,
 ) -> list[StageResult]:
-    """Run the stages in order; stop at the first stage that fails its pass rule."""
+    """Run the stages in order; stop at the first stage that fails its pass rule.
+
+    A budget-stopped stage that passes its pass rule over the trials it ran lets the next stage
+    start, like any passing stage. Before each GPU stage the spend estimate is logged, with the
+    seconds per epoch measured by this sweep's smoke stage when the file gives none (priced with
+    ``gpu_price``, from ``--cluster``).
+    """
     store = _as_store(sweep_dir)
     chosen = [s for s in spec.stages if stages is None or s.name in stages]
     for stage in chosen:
@@ -412,6 +479,8 @@ def run_sweep(
     _record_sweep(spec, store, stages=stages, allow_cpu=allow_cpu)
     results: list[StageResult] = []
     for stage in chosen:
+        if stage.wants_gpu:
+            _log_estimate(spec, stage, store, gpu_price)
         logger.info("stage %s: starting (%d trial(s))", stage.name, spec.trial_count(stage))
         result = run_stage(spec, stage, store, allow_cpu=allow_cpu, resume=resume, verbose=verbose)
         results.append(result)
@@ -428,6 +497,15 @@ def run_sweep(
             )
             break
     return results
+
+
+def _log_estimate(spec: SweepSpec, stage: StageSpec, store: SweepStore, price: GpuPrice | None) -> None:
+    """Log the stage's spend estimate, from the smoke stage's measured epoch time if this sweep ran it."""
+    smoke = smoke_stage(spec)
+    seconds = measure_epoch_seconds(store, smoke.name) if smoke is not None else None
+    measured = (seconds, store.uri_of(smoke.name)) if seconds is not None else None
+    for line in describe_estimates([estimate_stage(spec, stage, measured)], price, smoke.name if smoke else None)[:1]:
+        logger.info("%s", line)
 
 
 def _evaluate(spec: SweepSpec, stage: StageSpec, result: StageResult, store: SweepStore) -> None:
@@ -471,8 +549,21 @@ def _record_sweep(spec: SweepSpec, store: SweepStore, *, stages, allow_cpu: bool
             "search_space": spec.search_space,
             "ray_version": ray.__version__,
             "python": sys.version.split()[0],
+            # The driver's code version and machine (git facts are the driver's: workers have no checkout).
+            "provenance": collect_provenance(),
+            "budgets": {s.name: s.budget.to_json() for s in spec.stages if s.budget is not None},
         }
     store.write_json(record, "sweep.json")
+
+
+def _budget_text(result: StageResult) -> str:
+    """One line: the stage was stopped by its budget, by which cap, and what it spent."""
+    budget = result.budget or {}
+    caps = ", ".join(f"{k} {budget[k]:g}" for k in ("gpu_hours", "wall_minutes") if budget.get(k) is not None)
+    stopped = sum(1 for t in result.trials if t.stopped_by == "budget")
+    return (f"{BUDGET_STOPPED}: stopped by its budget ({caps}; {budget.get('exhausted_by')} reached) after spending "
+            f"{budget.get('spent_gpu_hours') or 0.0:.4g} GPU h and {budget.get('spent_wall_minutes') or 0.0:.3g} wall "
+            f"min; {stopped} running trial(s) stopped at a report, {budget.get('not_launched', 0)} not launched")
 
 
 def format_summary(results: Sequence[StageResult], tables: Path | str | None = None,
@@ -497,6 +588,8 @@ def format_summary(results: Sequence[StageResult], tables: Path | str | None = N
             f"{result.count(ERROR) + result.count(INCOMPLETE):>6} {result.count(HUNG):>4} "
             f"{'yes' if result.passed else 'NO':>6}  {best_text}" + ("  (ran on CPU)" if result.ran_on_cpu else "")
         )
+        if result.budget_stopped:
+            lines.append(f"{'':<10} {_budget_text(result)}")
         if best:
             shown = {k: v for k, v in best.params.items() if k != REPEAT_KEY}
             lines.append(f"{'':<10} best config: " + ", ".join(f"{k}={v!r}" for k, v in sorted(shown.items())))

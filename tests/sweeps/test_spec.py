@@ -345,8 +345,9 @@ def test_sweep_file_that_is_not_yaml_mapping_is_refused(tmp_path):
     with pytest.raises(SweepError) as info:
         load_sweep(path)
     assert info.value.key == str(path)  # a whole-file problem is keyed by the file
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(SweepError, match="sweep file not found") as info:
         load_sweep(tmp_path / "absent.yaml")
+    assert info.value.key == str(tmp_path / "absent.yaml")
 
 
 def test_describe_plan_lists_every_stage_with_trials_and_resources(folder):
