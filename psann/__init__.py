@@ -41,6 +41,15 @@ _EXPORTS: dict[str, str] = {
     "LoopConfig": "psann.training",
     "TrainingLoop": "psann.training",
     "TrainingSnapshot": "psann.training",
+    "StateConfig": "psann.state",
+    "StateController": "psann.state",
+    "LSMSpec": "psann.lsm",
+    "LSMExpander": "psann.lsm",
+    "LSMConv2dExpander": "psann.lsm",
+    "build_expander": "psann.lsm",
+    "SimpleWordTokenizer": "psann.text",
+    "SineTokenEmbedder": "psann.text",
+    "price_table_dataset": "psann.data",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

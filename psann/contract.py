@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping, Sequence, TypeVar
 
+from psann.provenance import PROVENANCE_FIELDS  # standard library only, like this module
+
 __all__ = [
     # value kinds
     "FLOAT", "INT", "STR", "BOOL", "TIMESTAMP", "OBJECT",
@@ -109,11 +111,17 @@ METRICS_FIELDS: tuple[tuple[str, str], ...] = (
     ("compile", OBJECT),  # COMPILE_FIELDS
     ("threads", INT),  # torch intra-op threads the run used
     ("portfolio", OBJECT),  # PORTFOLIO_FIELDS
+    ("provenance", OBJECT),  # psann.provenance.PROVENANCE_FIELDS: code, software and machine
     ("error", STR),  # traceback when status is "error"
 )
 METRICS_KEYS: tuple[str, ...] = tuple(name for name, _ in METRICS_FIELDS)
 
-_NESTED_FIELDS = {"amp": AMP_FIELDS, "compile": COMPILE_FIELDS, "portfolio": PORTFOLIO_FIELDS}
+_NESTED_FIELDS = {
+    "amp": AMP_FIELDS,
+    "compile": COMPILE_FIELDS,
+    "portfolio": PORTFOLIO_FIELDS,
+    "provenance": PROVENANCE_FIELDS,
+}
 
 
 def _metric_columns() -> tuple[tuple[str, str], ...]:

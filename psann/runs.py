@@ -36,6 +36,7 @@ from psann.contract import (
 )
 from psann.data import load_loader, load_npz
 from psann.evaluation import context_for, evaluate_split, write_equity_csv
+from psann.provenance import collect_provenance
 from psann.runconfig import ConfigError, RunConfig, load_config_file, parse_run_config
 from psann.runlog import EventLog, RunLogging, write_json_atomic, write_yaml_atomic
 from psann.training import Callback, TrainingLoop, TrainingSnapshot
@@ -194,8 +195,11 @@ class _RunRecorder(Callback):
 class _Run:
     """The mutable state of one execute_run call (never shared between runs)."""
 
-    def __init__(self, config: RunConfig, run_dir: Path, *, seed: int, device: str | None, keep_checkpoints: bool):
+    def __init__(self, config: RunConfig, run_dir: Path, *, seed: int, device: str | None, keep_checkpoints: bool,
+                 git: Mapping[str, Any] | None = None):
         self.config = config
+        self.git = git
+        self.provenance: dict[str, Any] | None = None
         self.run_dir = run_dir
         self.keep_checkpoints = keep_checkpoints
         params = dict(config.estimator_params)
@@ -226,7 +230,18 @@ class _Run:
             "seed": self.seed,
             "epochs_planned": int(est.epochs),
             "eval_split": self.config.eval_split,
+            "provenance": self._provenance(),
         }
+
+    def _provenance(self) -> dict[str, Any]:
+        """psann.provenance facts of this process, read once, on the device the run trains on."""
+        if self.provenance is None:
+            est = self.estimator
+            device = getattr(est, "device_", None)
+            if device is None and str(est.device).split(":")[0] in ("cpu", "cuda", "mps"):
+                device = est.device  # before fit: the requested device ("auto" is resolved by fit)
+            self.provenance = collect_provenance(device, git=self.git)
+        return self.provenance
 
     def write_metrics(self, status: str, **extra: Any) -> None:
         """Write metrics.json: every key of the run contract, null when not applicable."""
@@ -281,11 +296,14 @@ def execute_run(
     verbose: bool = False,
     callbacks: Sequence[Callback] = (),
     resume_state: TrainingSnapshot | Mapping[str, Any] | None = None,
+    git: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Run one config into ``run_dir`` (which must exist); never raises for a failed fit.
 
     A failure writes metrics.json with status "error" and the traceback, and an ``error`` event;
-    Ctrl-C writes status "interrupted". Returns the status and the CLI exit code.
+    Ctrl-C writes status "interrupted". Returns the status and the CLI exit code. metrics.json's
+    ``provenance`` (psann.provenance) is read in this process; ``git`` (``psann.provenance.git_facts()``
+    of a sweep's driver) replaces asking git here, for workers that have no checkout.
 
     Example::
 
@@ -296,7 +314,7 @@ def execute_run(
     if (run_dir / "metrics.json").exists() and resume_state is None:
         raise FileExistsError(f"{run_dir} already holds a run (metrics.json); pick another folder or resume")
     keep = config.keep_checkpoints if keep_checkpoints is None else keep_checkpoints
-    run = _Run(config, run_dir, seed=seed, device=device, keep_checkpoints=keep)
+    run = _Run(config, run_dir, seed=seed, device=device, keep_checkpoints=keep, git=git)
     if resume_state is not None:
         # Continue the metrics of the interrupted attempt: its best epoch so far stays the best.
         resume_state = TrainingSnapshot.coerce(resume_state)

@@ -31,8 +31,16 @@ class SupervisedPhase:
     """Minibatch regression on device tensors with MSE.
 
     Stateless models are shuffled each epoch with a seeded generator; stateful models (those with
-    ``stateful = True`` and a ``reset_state()`` method) are never shuffled, and their state is reset
-    every batch, every epoch or never (``state_reset``).
+    ``stateful = True`` and a ``reset_state()`` method) are never shuffled, so rows are seen in time
+    order, and their state is reset (``state_reset``):
+
+    - ``"batch"``: before every minibatch (each batch starts from the initial state);
+    - ``"epoch"``: once at the start of every epoch (the state runs through the whole series);
+    - ``"none"``: never (the state carries over from epoch to epoch, and into validation).
+
+    With ``"batch"`` or ``"epoch"`` validation starts from a reset state too. The estimators pass
+    their ``state_reset`` parameter (default ``"epoch"``); the loop commits the state after every
+    optimiser step (``TrainingLoop.optimizer_step``).
     """
 
     name = "supervised"

@@ -227,6 +227,7 @@ class TrainingLoop:
         self.compile_seconds = 0.0
         self._fresh_graph = False
         self.forward = torch.compile(model, backend=self._compile_backend) if config.compile else model
+        self._commit_state = _state_commit(model)  # None for stateless models (resolved again in run)
 
     # -- torch.compile ---------------------------------------------------------------------------
     def _compile_backend(self, graph: Any, example_inputs: Any) -> Any:
@@ -251,11 +252,12 @@ class TrainingLoop:
         Under AMP a step whose gradients are inf/NaN is skipped on the device (fused Adam's
         ``found_inf``, GradScaler's own check) and counted in a device counter that ``run`` reads
         once per epoch (``skipped_steps``). Without AMP no check is made per step; the phase checks
-        its epoch loss once per epoch and raises on a non-finite value.
+        its epoch loss once per epoch and raises on a non-finite value. A stateful model's
+        ``commit_state()`` (on the model or its wrapped ``net``) is called after every step.
         """
         lr = lr_at_step(self.config, self.step, self.steps_per_epoch)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # a group's own rate (lsm_lr) follows the schedule
         self.optimizer.zero_grad(set_to_none=True)
         backward_started = time.perf_counter() if self._fresh_graph else None
         with self.timers.section("backward"):
@@ -289,6 +291,11 @@ class TrainingLoop:
                 if self.config.grad_clip:
                     nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
                 self.optimizer.step()
+        commit = self._commit_state
+        if commit is not None:
+            # Stateful models stage their next state in the forward; it becomes current only now,
+            # after backward has used the old one and the weights have moved.
+            commit()
         self.step += 1
 
     @property
@@ -320,6 +327,7 @@ class TrainingLoop:
     def run(self, phase: Phase) -> History:
         """Train for the configured epochs (or until stopped); returns the history."""
         self.phase_ref = phase
+        self._commit_state = _state_commit(self.model)
         self.steps_per_epoch = max(1, int(phase.steps_per_epoch))
         info = {"phase": phase.name, **phase.describe()}
         for callback in self.callbacks:
@@ -452,9 +460,12 @@ def _adam(model: nn.Module, config: LoopConfig) -> torch.optim.Adam:
     network has 3 extra tensors per layer (amplitude, frequency, decay), so at the batch sizes of
     small regressions the optimiser step was a third of the step time (bench/fit_throughput.py).
     """
-    params = list(model.parameters())
+    # A model with parts that train at their own rate (an LSM expander's lsm_lr) gives its parameter
+    # groups; each group's ``lr_scale`` is kept through the schedule by optimizer_step.
+    groups = model.param_groups(config.lr) if hasattr(model, "param_groups") else [{"params": list(model.parameters())}]
+    params = [p for group in groups for p in group["params"]]
     fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
-    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
+    return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
 
 
 def _inductor() -> Any:
@@ -469,6 +480,16 @@ def _copy_first_layer_w0(model: nn.Module, best: nn.Module) -> None:
     net, best_net = getattr(model, "net", model), getattr(best, "net", best)
     if net is not best_net and hasattr(net, "set_first_layer_w0") and hasattr(best_net, "first_layer_w0"):
         net.set_first_layer_w0(best_net.first_layer_w0)
+
+
+def _state_commit(model: nn.Module) -> Any:
+    """The ``commit_state`` method of a stateful model (or of the network it wraps), else None."""
+    for candidate in (model, getattr(model, "net", None)):
+        if candidate is not None and getattr(candidate, "stateful", False):
+            commit = getattr(candidate, "commit_state", None)
+            if callable(commit):
+                return commit
+    return None
 
 
 def _same_structure(a: nn.Module, b: nn.Module) -> bool:

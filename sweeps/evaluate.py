@@ -14,6 +14,10 @@ of the first ``top_k`` is evaluated once, as a Ray task with the stage's resourc
 3. ``psann.evaluation.evaluate_split`` scores it on the split (``test``): losses, portfolio
    metrics and equity curves.
 
+Steps 1 and 2 are ``load_trial_checkpoint``, which ``sweeps.results.load_best`` uses too, so the
+estimator a user loads is the one the evaluation scored. Ray is imported only by the evaluation
+tasks, so loading a checkpoint does not pay for it.
+
 The driver writes ``<stage>/<trial_id>/evaluation.json`` (exactly ``psann.contract.EVALUATION_KEYS``)
 and ``evaluation_equity_<split>.csv`` (``EQUITY_COLUMNS``) through the sweep store. An existing
 evaluation.json is never rewritten: a resumed sweep reuses it. A failed evaluation is recorded (its
@@ -28,20 +32,20 @@ import math
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Collection, Iterable, Mapping, Sequence
 
 import pyarrow.fs as pafs
-import ray
 import yaml
 
 from psann.contract import EVALUATION_FILE, EVALUATION_KEYS, RANK_METRIC, equity_file, finite_or_none
 from sweeps.storage import SweepStore
 
 __all__ = [
-    "CHECKPOINT_PREFIX", "BEST_CHECKPOINT", "pick_checkpoint", "load_checkpoint_weights", "evaluate_trial",
-    "evaluate_top_trials",
+    "CHECKPOINT_PREFIX", "BEST_CHECKPOINT", "TrialCheckpoint", "pick_checkpoint", "load_checkpoint_weights",
+    "load_trial_checkpoint", "evaluate_trial", "evaluate_top_trials",
 ]
 
 logger = logging.getLogger(__name__)
@@ -139,8 +143,7 @@ def _split_config(raw: Mapping[str, Any], split: str, device: str, prices: bool)
     """The trial's run config, evaluated on ``split`` (with its prices when ``prices``) on ``device``."""
     from psann.runconfig import parse_run_config
 
-    raw = json.loads(json.dumps(raw))  # a deep copy of plain YAML data
-    raw.setdefault("estimator", {}).setdefault("params", {})["device"] = device
+    raw = _on_device(raw, device)
     raw["evaluation"] = {**(raw.get("evaluation") or {}), "split": split,
                          "portfolio_prices_key": f"prices_{split}" if prices else None}
     return parse_run_config(raw, base_dir=".")
@@ -220,59 +223,96 @@ def evaluate_trial(
     return {key: evaluation.get(key) for key in EVALUATION_KEYS}, equity_text
 
 
-def _evaluate(store: SweepStore, stage: str, trial_id: str, split: str, device: str, evaluation: dict[str, Any]) -> str | None:
-    from psann.evaluation import equity_csv_text, evaluate_split
-    from psann.runs import load_dataset
+@dataclass(frozen=True)
+class TrialCheckpoint:
+    """A trial's fitted estimator, loaded from its best kept checkpoint (``load_trial_checkpoint``)."""
 
-    trial_dir = store.uri_of(stage, trial_id)
-    if not store.exists(stage, trial_id):
-        raise FileNotFoundError(f"no trial folder {trial_dir}")
-    rows = _result_rows(store, stage, trial_id)
-    kept = [name for name in store.child_dirs(stage, trial_id) if name.startswith(CHECKPOINT_PREFIX)]
+    estimator: Any  # the estimator class's load() of best/, with the checkpoint's network
+    config: dict[str, Any]  # the run's config_resolved.yaml (the checkpoint's copy when it has one)
+    checkpoint: str  # checkpoint_00000N, or "best" (the run's checkpoints/best)
+    epoch: int | None  # the training epoch of that checkpoint
+    val_loss_smoothed: float | None  # its score in result.json (None without one)
+
+
+def load_trial_checkpoint(store: SweepStore, stage: str, trial_dir: str, *, device: str = "cpu") -> TrialCheckpoint:
+    """Load a trial's estimator from the checkpoint its test evaluation uses; raises on failure.
+
+    The kept ``checkpoint_*`` folder with the lowest ``val_loss_smoothed`` (``pick_checkpoint``),
+    its ``best/`` loaded with the estimator class's ``load`` and given the checkpoint's network
+    (``load_checkpoint_weights``); the trial's ``checkpoints/best`` when no Tune checkpoint was kept
+    or its training state does not fit. A remote store is copied to a temp folder for the load.
+
+    Example::
+
+        loaded = load_trial_checkpoint(SweepStore("runs/sweeps/hisso_wave"), "hisso", "a1b2c_00000")
+        loaded.estimator.predict(X)
+    """
+    from psann.runconfig import parse_run_config
+
+    trial_uri = store.uri_of(stage, trial_dir)
+    if not store.exists(stage, trial_dir):
+        raise FileNotFoundError(f"no trial folder {trial_uri}")
+    rows = _result_rows(store, stage, trial_dir)
+    kept = [name for name in store.child_dirs(stage, trial_dir) if name.startswith(CHECKPOINT_PREFIX)]
     choice = pick_checkpoint(rows, kept)
-    with tempfile.TemporaryDirectory(prefix="psann-eval-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="psann-ckpt-") as scratch:
         if choice is None:
             # No Tune checkpoint was kept: the run's own best epoch is all there is.
-            logger.warning("%s has no kept Tune checkpoint; evaluating its checkpoints/best", trial_dir)
-            best = _local_copy(store, (stage, trial_id, "checkpoints", "best"), Path(scratch))
-            raw = _read_config(None, store, stage, trial_id)
+            logger.warning("%s has no kept Tune checkpoint; loading its checkpoints/best", trial_uri)
+            best = _local_copy(store, (stage, trial_dir, "checkpoints", "best"), Path(scratch))
+            raw = _read_config(None, store, stage, trial_dir)
             name, epoch, score, checkpoint = BEST_CHECKPOINT, None, None, None
         else:
             name, epoch, score = choice
             if score is None:
-                logger.warning("%s: no kept checkpoint has a %s score; evaluating the latest, %s", trial_dir, RANK_METRIC, name)
-            checkpoint = _local_copy(store, (stage, trial_id, name), Path(scratch))
+                logger.warning("%s: no kept checkpoint has a %s score; loading the latest, %s", trial_uri, RANK_METRIC, name)
+            checkpoint = _local_copy(store, (stage, trial_dir, name), Path(scratch))
             best = checkpoint / "best"
             if not best.is_dir():  # written before the run's first best epoch: the trial folder's
-                best = _local_copy(store, (stage, trial_id, "checkpoints", "best"), Path(scratch))
-            raw = _read_config(checkpoint, store, stage, trial_id)
-
-        config = _split_config(raw, split, device, prices=False)
-        data = load_dataset(config)
-        wants_prices = bool((raw.get("evaluation") or {}).get("portfolio_prices_key"))
-        if wants_prices and f"prices_{split}" in data:
-            config = _split_config(raw, split, device, prices=True)
-        estimator = config.estimator_cls.load(best, device=device)
+                best = _local_copy(store, (stage, trial_dir, "checkpoints", "best"), Path(scratch))
+            raw = _read_config(checkpoint, store, stage, trial_dir)
+        estimator_cls = parse_run_config(_on_device(raw, device), base_dir=".").estimator_cls
+        estimator = estimator_cls.load(best, device=device)
         if checkpoint is not None:
             try:
                 epoch = load_checkpoint_weights(estimator, checkpoint, device)
             except (ValueError, FileNotFoundError) as exc:  # the state does not fit, or is missing
-                logger.warning("%s: %s; evaluating %s as it is", trial_dir, exc, best)
-                estimator = config.estimator_cls.load(best, device=device)
+                logger.warning("%s: %s; using %s as it is", trial_uri, exc, best)
+                estimator = estimator_cls.load(best, device=device)
                 name, checkpoint = BEST_CHECKPOINT, None
-        if checkpoint is None:
-            epoch = getattr(estimator, "best_epoch_", None)
-            row = next((r for r in reversed(rows) if r.get("epoch") == epoch), {})
-            score = finite_or_none(row.get(RANK_METRIC))
-        warnings: list[str] = []
-        result = evaluate_split(config, estimator, data, warn=warnings.append)
-        for message in warnings:
-            logger.warning("%s: %s", trial_dir, message)
+    if checkpoint is None:
+        epoch = getattr(estimator, "best_epoch_", None)
+        row = next((r for r in reversed(rows) if r.get("epoch") == epoch), {})
+        score = finite_or_none(row.get(RANK_METRIC))
+    return TrialCheckpoint(estimator=estimator, config=raw, checkpoint=name, epoch=epoch, val_loss_smoothed=score)
+
+
+def _on_device(raw: Mapping[str, Any], device: str) -> dict[str, Any]:
+    raw = json.loads(json.dumps(raw))  # a deep copy of plain YAML data
+    raw.setdefault("estimator", {}).setdefault("params", {})["device"] = device
+    return raw
+
+
+def _evaluate(store: SweepStore, stage: str, trial_id: str, split: str, device: str, evaluation: dict[str, Any]) -> str | None:
+    from psann.evaluation import equity_csv_text, evaluate_split
+    from psann.runs import load_dataset
+
+    loaded = load_trial_checkpoint(store, stage, trial_id, device=device)
+    raw, estimator = loaded.config, loaded.estimator
+    config = _split_config(raw, split, device, prices=False)
+    data = load_dataset(config)
+    wants_prices = bool((raw.get("evaluation") or {}).get("portfolio_prices_key"))
+    if wants_prices and f"prices_{split}" in data:
+        config = _split_config(raw, split, device, prices=True)
+    warnings: list[str] = []
+    result = evaluate_split(config, estimator, data, warn=warnings.append)
+    for message in warnings:
+        logger.warning("%s: %s", store.uri_of(stage, trial_id), message)
 
     evaluation.update(
-        checkpoint=name,
-        checkpoint_epoch=epoch,
-        checkpoint_val_loss_smoothed=score,
+        checkpoint=loaded.checkpoint,
+        checkpoint_epoch=loaded.epoch,
+        checkpoint_val_loss_smoothed=loaded.val_loss_smoothed,
         test_loss=finite_or_none(result.metrics.get("test_loss")),
         test_mse=finite_or_none(result.metrics.get("test_mse")),
         test_reward_full=finite_or_none(result.metrics.get("test_reward_full")),
@@ -285,6 +325,7 @@ def _evaluate(store: SweepStore, stage: str, trial_id: str, split: str, device: 
 
 def _evaluate_task(store_uri: str, stage: str, trial_id: str, split: str, rank: int, val_loss_smoothed: Any):
     """The Ray task: the trial evaluated on this worker's grant (CUDA when it got a GPU)."""
+    import ray
     import torch
 
     context = ray.get_runtime_context()
@@ -325,6 +366,8 @@ def evaluate_top_trials(
         ranked = rank_trials(result.trials, status_key="outcome")
         evaluate_top_trials(store, "hisso", ranked, top_k=3, cpu=2, gpu=1)
     """
+    import ray  # here, not at import: load_trial_checkpoint (sweeps.results.load_best) needs no Ray
+
     chosen = list(ranked)[: max(0, int(top_k))]
     if not chosen:
         return []

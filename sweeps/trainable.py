@@ -250,10 +250,13 @@ def hisso_trial(
     report: ReportSpec | None = None,
     milestones: tuple[int, ...] = (),
     board: str | None = None,
+    git: Mapping[str, Any] | None = None,
 ) -> None:
     """Tune function trainable: ``config`` holds the sampled dotted-path parameters.
 
     With repeats, ``config[REPEAT_KEY]`` is the repeat index r and the run's seed is seed + r.
+    ``git`` is the driver's ``psann.provenance.git_facts()``: a cluster worker has no checkout to
+    ask, so the trial's metrics.json records the commit the driver ran (None: asked here).
     """
     started_at = time.time()
     sampled = dict(config)
@@ -272,7 +275,7 @@ def hisso_trial(
     # Every events row and psann log line of the run is a heartbeat on the stage's board (the hang rule).
     with trial_heartbeat(board):
         result = execute_run(run_config, run_dir, device=device, seed=seed + repeat, callbacks=[reporter],
-                             resume_state=state)
+                             resume_state=state, git=git)
     if result.status == RUN_SUCCESS:
         reporter.report_final(result.metrics)
     else:

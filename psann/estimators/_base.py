@@ -26,6 +26,9 @@ from psann.errors import ValidationError, short_repr
 from psann.estimators._input import validate_X, validate_y
 from psann.estimators._layout import to_channels_first
 from psann.estimators._params import DEPRECATED, check_params, warn_deprecated
+from psann.estimators._shared import build_embedder, build_expander_for, check_optional_parts
+from psann.lsm import expander_spec
+from psann.text import SineTokenEmbedder
 from psann.snapshot import TrainingSnapshot
 from psann.supervised import SupervisedPhase
 from psann.training import Callback, LoopConfig, TrainingLoop
@@ -51,18 +54,37 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 class _Standardised(nn.Module):
-    """Wraps a network with input standardisation kept as buffers (saved with the weights).
+    """The estimator's model: input standardisation (buffers, saved with the weights), then the
+    optional parts, then the network.
 
-    With ``conditioning_dim`` > 0 the last that many columns of each input row are per-sample
-    conditioning: they are split off (not standardised) and passed to the network as its context.
+    forward(x): [split off conditioning] -> embed token ids (``embedder``) or standardise ->
+    ``expander`` -> ``net``. The expander sits after standardisation so its fixed random weights
+    see unit-scale inputs whatever the data's units; the network's input width is the expander's
+    output width. With ``conditioning_dim`` > 0 the last that many columns of each input row are
+    per-sample conditioning: split off (not standardised, not expanded) and passed to the network.
+    ``expander_lr`` (the estimator's ``lsm_lr``) gives the expander its own optimiser group.
     """
 
-    def __init__(self, net: nn.Module, mean: torch.Tensor, std: torch.Tensor, *, conditioning_dim: int = 0) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        *,
+        conditioning_dim: int = 0,
+        embedder: nn.Module | None = None,
+        expander: nn.Module | None = None,
+        expander_lr: float | None = None,
+    ) -> None:
         super().__init__()
         self.net = net
         self.conditioning_dim = int(conditioning_dim)
         self.register_buffer("mean", mean)
         self.register_buffer("std", std)
+        # Registered only when present, so a model without them keeps its state_dict keys.
+        self.embedder = embedder
+        self.expander = expander
+        self.expander_lr = None if expander_lr is None else float(expander_lr)
 
     @property
     def stateful(self) -> bool:
@@ -71,11 +93,37 @@ class _Standardised(nn.Module):
     def reset_state(self) -> None:
         self.net.reset_state()
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """What the network sees for inputs ``x`` (without conditioning columns)."""
+        if self.embedder is not None:
+            if x.dim() == 3:  # (n, 1, L): a sequence network takes the embeddings (n, d, L)
+                x = self.embedder(x[:, 0])
+            else:  # (n, L) rows: embeddings flattened channels-first, like any (n, C, L) sample
+                x = self.embedder(x).flatten(1)
+        else:
+            x = (x - self.mean) / self.std
+        return self.expander(x) if self.expander is not None else x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conditioning_dim:
             x, conditioning = x[:, : -self.conditioning_dim], x[:, -self.conditioning_dim :]
-            return self.net((x - self.mean) / self.std, conditioning)
-        return self.net((x - self.mean) / self.std)
+            return self.net(self.features(x), conditioning)
+        return self.net(self.features(x))
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Optimiser parameter groups: everything at ``lr``, except a trainable expander at
+        ``expander_lr`` when set (its group carries ``lr_scale`` = expander_lr / lr, so an LR
+        schedule scales both groups alike). Frozen expander weights are in no group."""
+        if self.expander is None or self.expander_lr is None:
+            return [{"params": list(self.parameters())}]
+        expander_ids = {id(p) for p in self.expander.parameters()}
+        groups: list[dict[str, Any]] = [{"params": [p for p in self.parameters() if id(p) not in expander_ids]}]
+        trainable = [p for p in self.expander.parameters() if p.requires_grad]
+        if trainable:
+            groups.append(
+                {"params": trainable, "lr": self.expander_lr, "lr_scale": self.expander_lr / float(lr), "name": "expander"}
+            )
+        return groups
 
 
 @contextmanager
@@ -129,6 +177,7 @@ class BasePSANNEstimator(RegressorMixin, BaseEstimator):
         given = {a: c for a, c in self._deprecated_params.items() if not _is_unset(getattr(self, a))}
         warn_deprecated(type(self).__name__, given)
         check_params(type(self).__name__, self._parameter_constraints, self.canonical_params())
+        check_optional_parts(self)
         if getattr(self, "preserve_shape", False) and not self._supports_preserve_shape:
             raise ValidationError(
                 "preserve_shape",
@@ -153,8 +202,25 @@ class BasePSANNEstimator(RegressorMixin, BaseEstimator):
         raise NotImplementedError
 
     def _saved_params(self) -> dict[str, Any]:
-        """The parameters recorded in a save's metadata.json (JSON values only)."""
-        return self.get_params(deep=False)
+        """The parameters recorded in a save's metadata.json (JSON values only).
+
+        Subclasses extend it (calling super). The optional parts are recorded as the mappings that
+        rebuild them (an LSMSpec's fields, the embedder's config); a custom nn.Module expander has
+        no such description and is refused (ValidationError keyed ``expander``).
+        """
+        params = self.get_params(deep=False)
+        if params.get("expander") is not None:
+            spec = expander_spec(params["expander"])
+            if spec is None:
+                raise ValidationError(
+                    "expander",
+                    f"a custom nn.Module ({type(params['expander']).__name__}) cannot be saved: metadata.json "
+                    "rebuilds the expander from its spec; pass an LSMSpec or a mapping of its fields instead",
+                )
+            params["expander"] = spec.to_dict()
+        if params.get("embedder") is not None:
+            params["embedder"] = SineTokenEmbedder.coerce(params["embedder"]).config()
+        return params
 
     def _fit_callbacks(self) -> list[Callback]:
         """Schedule callbacks this estimator adds to every loop of a fit (none by default)."""
@@ -208,11 +274,24 @@ class BasePSANNEstimator(RegressorMixin, BaseEstimator):
 
     def _init_model(self, X_rows: torch.Tensor, dim_out: int, device: torch.device, *, conditioning_dim: int = 0) -> _Standardised:
         mean, std = self._input_stats(X_rows)
-        if not self.standardize:
+        embedder = build_embedder(self)
+        if not self.standardize or embedder is not None:  # token ids are never standardised
             mean, std = torch.zeros_like(mean), torch.ones_like(std)
-        net = self._build_network(X_rows.shape[1], dim_out)
-        model = _Standardised(net, mean.detach().clone(), std.detach().clone(), conditioning_dim=conditioning_dim)
-        return model.to(device)
+        model = _Standardised(nn.Identity(), mean.detach().clone(), std.detach().clone(), conditioning_dim=conditioning_dim, embedder=embedder)
+        model = model.to(device)
+        if embedder is not None and embedder.pool and X_rows.dim() != 2:
+            raise ValidationError(
+                "embedder.pool", f"{type(self).__name__} takes the embedded sequence (N, d, L); use pool=False"
+            )
+        with torch.no_grad():
+            sample = model.features(X_rows[:2])
+        model.expander = build_expander_for(self, sample, device)
+        model.expander_lr = None if self.lsm_lr is None else float(self.lsm_lr)
+        if model.expander is not None:
+            with torch.no_grad():
+                sample = model.features(X_rows[:2])
+        model.net = self._build_network(int(sample.shape[1]), dim_out).to(device)
+        return model
 
     def fit(
         self,
@@ -311,6 +390,7 @@ class BasePSANNEstimator(RegressorMixin, BaseEstimator):
             X_val=X_val_in,
             y_val=y_val_rows,
             stateful=self.model_.stateful,
+            state_reset=self.state_reset,
         )
         config = self._loop_config(
             epochs=int(self.epochs), phase="supervised", mixed_precision=self.mixed_precision, amp_dtype=self.amp_dtype

@@ -123,6 +123,7 @@ def fit_hisso(
             y_val=y_val_t,
             phase_name="warm_start",
             stateful=est.model_.stateful,
+            state_reset=est.state_reset,
         )
         config = est._loop_config(
             epochs=warm.epochs,

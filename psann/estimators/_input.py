@@ -17,6 +17,7 @@ from sklearn.utils import check_array
 from sklearn.utils.validation import validate_data
 
 from psann.errors import ValidationError
+from psann.text import SineTokenEmbedder
 from psann.tensors import check_finite
 
 __all__ = ["validate_X", "validate_y"]
@@ -48,11 +49,47 @@ def _tensor_X(est: Any, X: torch.Tensor, *, reset: bool, name: str, device: torc
     return tensor
 
 
+def _token_ids(est: Any, X: Any, *, name: str, device: torch.device) -> torch.Tensor:
+    """Integer token ids (N, L) as a float32 tensor (exact below 2**24) after the embedder's checks."""
+    embedder = SineTokenEmbedder.coerce(est.embedder)
+    if isinstance(X, torch.Tensor):
+        if X.is_floating_point() or X.is_complex() or X.dtype == torch.bool:
+            raise ValidationError(
+                name, f"with an embedder, expected integer token ids (N, L), got a tensor of dtype {X.dtype}"
+            )
+        ids = X.to(device)
+    else:
+        array = np.asarray(X)
+        if array.dtype.kind not in "iu":
+            raise ValidationError(
+                name,
+                f"with an embedder, expected integer token ids (N, L) (e.g. SimpleWordTokenizer.encode_batch), "
+                f"got an array of dtype {array.dtype} and shape {array.shape}",
+            )
+        ids = torch.as_tensor(np.array(array, dtype=np.int64, copy=True), device=device)
+    embedder.check_ids(ids, name)
+    return ids.to(torch.float32)
+
+
 def validate_X(est: Any, X: Any, *, reset: bool, device: torch.device, name: str = "X") -> torch.Tensor:
     """``X`` as a float32 tensor on ``device``; with ``reset`` records n_features_in_ and input_shape_.
 
-    Without ``reset`` the sample shape must equal the one seen in fit; the error shows both.
+    Without ``reset`` the sample shape must equal the one seen in fit; the error shows both. With an
+    ``embedder`` X holds integer token ids (N, L), returned as a one-channel sequence in the
+    estimator's layout ((N, 1, L) channels first, (N, L, 1) channels last), never standardised.
     """
+    if getattr(est, "embedder", None) is not None:
+        ids = _token_ids(est, X, name=name, device=device)
+        length = int(ids.shape[1])
+        if reset:
+            est.n_features_in_, est.input_shape_ = length, (length,)
+            if hasattr(est, "feature_names_in_"):
+                del est.feature_names_in_
+        elif (length,) != tuple(est.input_shape_):
+            raise ValidationError(
+                name, f"expected token ids of length {est.input_shape_[0]} (as in fit), got shape {tuple(ids.shape)}"
+            )
+        return ids.unsqueeze(-1) if getattr(est, "data_format", "channels_first") == "channels_last" else ids.unsqueeze(1)
     if isinstance(X, torch.Tensor):
         tensor = _tensor_X(est, X, reset=reset, name=name, device=device)
     else:

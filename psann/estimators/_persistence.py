@@ -3,7 +3,10 @@
     <path>/weights.pt       torch.save(state_dict); loaded with weights_only=True (no pickle code)
     <path>/metadata.json    class, params, fitted shapes, scaler, network depth, HISSO facts
 
-Rewards are recorded by registry name or import path, never pickled.
+Rewards are recorded by registry name or import path, never pickled. The optional parts are
+rebuilt from JSON: an LSM expander from its spec (``params.expander``) and its input width
+(``fitted.expander_in``), its masks and weights then loaded from weights.pt like any buffer; a
+token embedder from its config (``params.embedder``). A custom nn.Module expander cannot be saved.
 """
 
 from __future__ import annotations
@@ -19,10 +22,13 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from psann import __version__
+from psann.lsm import build_expander
 
 __all__ = ["FORMAT_VERSION", "save_estimator", "load_estimator"]
 
-FORMAT_VERSION = 2  # 2: conditioning_dim, standardisation shapes, deprecated-alias params, ResConv
+# 2: conditioning_dim, standardisation shapes, deprecated-alias params, ResConv
+# 3: optional parts: params.expander / params.embedder as JSON specs, fitted.expander_in
+FORMAT_VERSION = 3
 WEIGHTS = "weights.pt"
 METADATA = "metadata.json"
 
@@ -62,6 +68,7 @@ def save_estimator(estimator: Any, path: str | os.PathLike, *, overwrite: bool =
             "output_shape": _jsonable(getattr(estimator, "output_shape_", None)),
             "depth": getattr(net, "depth", None),
             "conditioning_dim": int(estimator.model_.conditioning_dim),
+            "expander_in": _expander_in(estimator.model_),
             # w0 is an attribute, not a weight: the warm-up schedule (or a best-epoch restore in
             # the middle of it) can leave it away from the first_layer_w0 parameter.
             "first_layer_w0": getattr(net, "first_layer_w0", None),
@@ -94,6 +101,14 @@ def save_estimator(estimator: Any, path: str | os.PathLike, *, overwrite: bool =
     return target
 
 
+def _expander_in(model: Any) -> int | None:
+    """The expander's input width (features or channels), or None without an expander."""
+    expander = getattr(model, "expander", None)
+    if expander is None:
+        return None
+    return int(getattr(expander, "in_features", getattr(expander, "in_channels", 0)))
+
+
 def _read_metadata(path: Path) -> dict[str, Any]:
     meta_path = path / METADATA
     if not path.is_dir():
@@ -120,6 +135,7 @@ def _upgrade(metadata: dict[str, Any]) -> dict[str, Any]:
     metadata.setdefault("hisso", None)
     fitted = metadata.setdefault("fitted", {})
     fitted.setdefault("first_layer_w0", None)  # absent before w0 was recorded
+    fitted.setdefault("expander_in", None)  # format < 3: no optional parts
     if metadata["format_version"] < 2:
         # Format 1: dense, residual and WaveResNet estimators over feature rows, no conditioning,
         # standardisation per input feature.
@@ -133,6 +149,7 @@ def _upgrade(metadata: dict[str, Any]) -> dict[str, Any]:
 def load_estimator(cls: type, path: str | os.PathLike, *, device: str | torch.device | None = None) -> Any:
     from psann.estimators import ESTIMATORS
     from psann.estimators._base import _Standardised, resolve_device
+    from psann.estimators._shared import build_embedder
 
     path = Path(path)
     metadata = _read_metadata(path)
@@ -160,8 +177,20 @@ def load_estimator(cls: type, path: str | os.PathLike, *, device: str | torch.de
     if fitted.get("first_layer_w0") is not None and hasattr(net, "set_first_layer_w0"):
         net.set_first_layer_w0(float(fitted["first_layer_w0"]))
     stats_shape = tuple(int(s) for s in metadata["scaler"]["shape"])
+    embedder = build_embedder(estimator)
+    expander = None
+    if params.get("expander") is not None:
+        if fitted.get("expander_in") is None:
+            raise ValueError(f"{path / METADATA} is corrupt: params.expander is set but fitted.expander_in is missing")
+        expander = build_expander(params["expander"], int(fitted["expander_in"]))
     model = _Standardised(
-        net, torch.zeros(stats_shape), torch.ones(stats_shape), conditioning_dim=int(fitted["conditioning_dim"])
+        net,
+        torch.zeros(stats_shape),
+        torch.ones(stats_shape),
+        conditioning_dim=int(fitted["conditioning_dim"]),
+        embedder=embedder,
+        expander=expander,
+        expander_lr=params.get("lsm_lr"),
     ).to(resolved)
     try:
         model.load_state_dict(state)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from psann.estimators._base import BasePSANNEstimator
+from psann.estimators._streaming import StreamingMixin
 from psann.estimators._params import DEPRECATED, Int, Real
 from psann.estimators._shared import TRAINING_CONSTRAINTS, sine_config
 from psann.models import PSANNNet, ResPSANNNet
@@ -19,11 +20,16 @@ __all__ = ["PSANNRegressor", "ResPSANNRegressor"]
 _DEPRECATED = {"hidden_width": "hidden_units"}
 
 
-class PSANNRegressor(BasePSANNEstimator):
+class PSANNRegressor(StreamingMixin, BasePSANNEstimator):
     """Dense sine-activated network regressor on scikit-learn's estimator base.
 
     N-D samples ((N, C, L), (N, C, H, W), channels first or last per ``data_format``) are flattened
     channels-first into features; ``preserve_shape=True`` is refused (no per-position outputs).
+
+    With ``state`` (a ``psann.StateConfig`` or a mapping of its fields) the network is stateful: a
+    StateController follows every sine layer, rows are never shuffled, the state is reset per
+    ``state_reset`` ("batch", "epoch" or "none"), and ``predict_sequence``,
+    ``predict_sequence_online`` and ``step`` (at ``stream_lr``) carry it (docs/stateful.md).
 
     Example::
 
@@ -65,6 +71,12 @@ class PSANNRegressor(BasePSANNEstimator):
         mixed_precision: bool = False,
         amp_dtype: str = "float16",
         compile: bool = False,
+        state: Any = None,
+        state_reset: str = "epoch",
+        stream_lr: float | None = None,
+        expander: Any = None,
+        lsm_lr: float | None = None,
+        embedder: Any = None,
         preserve_shape: bool = False,
         data_format: str = "channels_first",
         hidden_width: Any = DEPRECATED,
@@ -95,6 +107,12 @@ class PSANNRegressor(BasePSANNEstimator):
         self.mixed_precision = mixed_precision
         self.amp_dtype = amp_dtype
         self.compile = compile
+        self.state = state
+        self.state_reset = state_reset
+        self.stream_lr = stream_lr
+        self.expander = expander
+        self.lsm_lr = lsm_lr
+        self.embedder = embedder
         self.preserve_shape = preserve_shape
         self.data_format = data_format
         self.hidden_width = hidden_width
@@ -108,6 +126,7 @@ class PSANNRegressor(BasePSANNEstimator):
             w0=self.w0,
             hidden_w0=self.hidden_w0,
             sine=sine_config(self),
+            state=self.state_config(),
         )
 
 
@@ -146,6 +165,12 @@ class ResPSANNRegressor(PSANNRegressor):
         mixed_precision: bool = False,
         amp_dtype: str = "float16",
         compile: bool = False,
+        state: Any = None,
+        state_reset: str = "epoch",
+        stream_lr: float | None = None,
+        expander: Any = None,
+        lsm_lr: float | None = None,
+        embedder: Any = None,
         preserve_shape: bool = False,
         data_format: str = "channels_first",
         hidden_width: Any = DEPRECATED,
@@ -178,6 +203,12 @@ class ResPSANNRegressor(PSANNRegressor):
             mixed_precision=mixed_precision,
             amp_dtype=amp_dtype,
             compile=compile,
+            state=state,
+            state_reset=state_reset,
+            stream_lr=stream_lr,
+            expander=expander,
+            lsm_lr=lsm_lr,
+            embedder=embedder,
             preserve_shape=preserve_shape,
             data_format=data_format,
             hidden_width=hidden_width,
@@ -193,4 +224,5 @@ class ResPSANNRegressor(PSANNRegressor):
             hidden_w0=self.hidden_w0,
             drop_path=self.drop_path,
             sine=sine_config(self),
+            state=self.state_config(),
         )

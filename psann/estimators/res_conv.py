@@ -9,6 +9,7 @@ from torch import nn
 
 from psann.errors import ValidationError
 from psann.estimators._base import BasePSANNEstimator
+from psann.estimators._streaming import StreamingMixin
 from psann.estimators._layout import check_per_position_targets, from_channels_first, to_channels_first
 from psann.estimators._params import DEPRECATED, Int, Real
 from psann.estimators._shared import TRAINING_CONSTRAINTS, sine_config
@@ -17,7 +18,7 @@ from psann.models import ResConvPSANNNet
 __all__ = ["ResConvPSANNRegressor"]
 
 
-class ResConvPSANNRegressor(BasePSANNEstimator):
+class ResConvPSANNRegressor(StreamingMixin, BasePSANNEstimator):
     """Convolutional sine network regressor: a sine-conv stem and ``depth`` residual sine-conv blocks.
 
     Samples are (C, L) sequences or (C, H, W) images, channels first or last per ``data_format``; a
@@ -25,6 +26,11 @@ class ResConvPSANNRegressor(BasePSANNEstimator):
     averaged (global average pooling) before a linear head, so y is (N, k); with
     ``preserve_shape=True`` a 1x1 convolution gives every position its outputs, so y is
     (N, k, L) / (N, k, H, W) (or channels last). Kernels are odd with "same" padding.
+
+    With ``state`` (a ``psann.StateConfig`` or a mapping of its fields) the network is stateful: a
+    StateController follows every sine layer, rows are never shuffled, the state is reset per
+    ``state_reset`` ("batch", "epoch" or "none"), and ``predict_sequence``,
+    ``predict_sequence_online`` and ``step`` (at ``stream_lr``) carry it (docs/stateful.md).
 
     Example::
 
@@ -75,6 +81,12 @@ class ResConvPSANNRegressor(BasePSANNEstimator):
         mixed_precision: bool = False,
         amp_dtype: str = "float16",
         compile: bool = False,
+        state: Any = None,
+        state_reset: str = "epoch",
+        stream_lr: float | None = None,
+        expander: Any = None,
+        lsm_lr: float | None = None,
+        embedder: Any = None,
         hidden_channels: Any = DEPRECATED,
         hidden_layers: Any = DEPRECATED,
     ) -> None:
@@ -107,6 +119,12 @@ class ResConvPSANNRegressor(BasePSANNEstimator):
         self.mixed_precision = mixed_precision
         self.amp_dtype = amp_dtype
         self.compile = compile
+        self.state = state
+        self.state_reset = state_reset
+        self.stream_lr = stream_lr
+        self.expander = expander
+        self.lsm_lr = lsm_lr
+        self.embedder = embedder
         self.hidden_channels = hidden_channels
         self.hidden_layers = hidden_layers
 
@@ -130,6 +148,7 @@ class ResConvPSANNRegressor(BasePSANNEstimator):
             hidden_w0=p["hidden_w0"],
             preserve_shape=p["preserve_shape"],
             sine=sine_config(self),
+            state=self.state_config(),
         )
 
     # -- shaped inputs --------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from torch import nn
 from psann._imports import import_callable, import_path_of
 from psann.errors import ValidationError
 from psann.estimators._base import BasePSANNEstimator
+from psann.estimators._streaming import StreamingMixin
 from psann.estimators._layout import check_per_position_targets, from_channels_first, spatial_shape, to_channels_first
 from psann.estimators._params import DEPRECATED, Anything, Bool, Int, NoneOr, Real
 from psann.estimators._shared import TRAINING_CONSTRAINTS, sine_config
@@ -21,7 +22,7 @@ from psann.training import Callback
 __all__ = ["WaveResNetRegressor"]
 
 
-class WaveResNetRegressor(BasePSANNEstimator):
+class WaveResNetRegressor(StreamingMixin, BasePSANNEstimator):
     """WaveResNet regressor with w0 warm-up, progressive depth and FiLM conditioning.
 
     Inputs are (N, F) rows, or (N, C, *) / (N, *, C) arrays (``data_format`` says where the
@@ -30,6 +31,11 @@ class WaveResNetRegressor(BasePSANNEstimator):
     features. With ``context_dim > 0`` each sample carries conditioning (N, context_dim) for the
     blocks' FiLM layers: passed as ``conditioning=`` to fit and predict, or computed from X by
     ``conditioning_builder`` (a callable or an import path, saved with the model by path).
+
+    With ``state`` (a ``psann.StateConfig`` or a mapping of its fields) the network is stateful: a
+    StateController follows every sine layer, rows are never shuffled, the state is reset per
+    ``state_reset`` ("batch", "epoch" or "none"), and ``predict_sequence``,
+    ``predict_sequence_online`` and ``step`` (at ``stream_lr``) carry it (docs/stateful.md).
     """
 
     _parameter_constraints = {
@@ -86,6 +92,12 @@ class WaveResNetRegressor(BasePSANNEstimator):
         mixed_precision: bool = False,
         amp_dtype: str = "float16",
         compile: bool = False,
+        state: Any = None,
+        state_reset: str = "epoch",
+        stream_lr: float | None = None,
+        expander: Any = None,
+        lsm_lr: float | None = None,
+        embedder: Any = None,
         conditioning_builder: Any = None,
         hidden_width: Any = DEPRECATED,
         hidden_layers: Any = DEPRECATED,
@@ -124,6 +136,12 @@ class WaveResNetRegressor(BasePSANNEstimator):
         self.mixed_precision = mixed_precision
         self.amp_dtype = amp_dtype
         self.compile = compile
+        self.state = state
+        self.state_reset = state_reset
+        self.stream_lr = stream_lr
+        self.expander = expander
+        self.lsm_lr = lsm_lr
+        self.embedder = embedder
         self.conditioning_builder = conditioning_builder
         self.hidden_width = hidden_width
         self.hidden_layers = hidden_layers
@@ -161,6 +179,7 @@ class WaveResNetRegressor(BasePSANNEstimator):
             phase_shift=p["phase_shift"],
             dropout=p["dropout"],
             sine=sine_config(self),
+            state=self.state_config(),
         )
 
     def _fit_callbacks(self) -> list[Callback]:

@@ -85,7 +85,9 @@ class HISSOOptions:
     grad_clip: float = 1.0  # max gradient norm per update
     val_episodes: int = 64  # validation episodes (fixed seed, the same every epoch)
     eval_seed: int = 1234  # seed of the validation episodes
-    state_reset: str = "batch"  # stateful models: reset state every update, epoch, or never
+    # Stateful models: "batch" resets the state before every update, so every episode starts from
+    # the initial state (per-episode reset, the default); "epoch" or "none" carry it across updates.
+    state_reset: str = "batch"
 
     def __post_init__(self) -> None:
         _check_int(self.window, "hisso.window", 2)

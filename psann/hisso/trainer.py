@@ -6,6 +6,12 @@ turns outputs into actions with ``primary_transform``, scores each episode with 
 the context aligned with the actions, and steps on ``loss = -mean reward``. Rewards accumulate on the
 device and are read once per epoch, so the update loop never synchronises with the host (except the
 GradScaler's own check under float16 AMP).
+
+Stateful models reset per episode. An update's episodes go through the model together, in one
+forward, so resetting the state before every update (``state_reset="batch"``, the default) starts
+every episode from the initial state; validation episodes start from it too. Carrying the state
+from one randomly placed window into the next means nothing for the series, so ``"epoch"`` and
+``"none"`` (reset once per epoch, or never) are there only for experiments and say so in the log.
 """
 
 from __future__ import annotations
@@ -25,6 +31,13 @@ from psann.training import TrainingLoop
 __all__ = ["HISSOPhase", "apply_transform", "resolve_context"]
 
 logger = logging.getLogger(__name__)
+
+# What each HISSOOptions.state_reset means for episodes (recorded in the run's shuffle-policy event).
+_STATE_RESET_MEANING = {
+    "batch": "episode (before every update; an update's episodes start together from the initial state)",
+    "epoch": "epoch (state carried across updates within an epoch)",
+    "none": "none (state carried across all updates)",
+}
 
 
 def apply_transform(outputs: torch.Tensor, transform: str) -> torch.Tensor:
@@ -72,7 +85,11 @@ def resolve_context(
 
 
 class HISSOPhase:
-    """One HISSO epoch = ``updates_per_epoch`` updates of ``batch_episodes`` episodes."""
+    """One HISSO epoch = ``updates_per_epoch`` updates of ``batch_episodes`` episodes.
+
+    A stateful model's state is reset per episode (before every update and before validation) with
+    ``options.state_reset="batch"``; see the module docstring.
+    """
 
     name = "hisso"
 
@@ -124,7 +141,7 @@ class HISSOPhase:
             # Episodes are random windows; time order inside each window is never shuffled.
             "shuffle": "random episode offsets; time order within episodes preserved",
             "stateful": self.stateful,
-            "state_reset": self.options.state_reset if self.stateful else None,
+            "state_reset": _STATE_RESET_MEANING[self.options.state_reset] if self.stateful else None,
         }
 
     def _episode_rewards(self, loop: TrainingLoop, xb: torch.Tensor, cb: torch.Tensor, *, training: bool) -> torch.Tensor:

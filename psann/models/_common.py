@@ -1,11 +1,48 @@
-"""Pieces shared by the PSANN model families: input checks, DropPath, output heads."""
+"""Pieces shared by the PSANN model families: input checks, DropPath, the stateful-model mixin."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-__all__ = ["DropPath", "check_features"]
+from psann.state import StateConfig, StateController
+
+__all__ = ["DropPath", "Stateful", "apply_state", "check_features", "state_controller"]
+
+
+def state_controller(features: int, state: StateConfig | None, *, feature_dim: int = -1) -> StateController | None:
+    """A controller for a sine layer of ``features`` outputs, or None when the network is stateless."""
+    return None if state is None else StateController(features, state, feature_dim=feature_dim)
+
+
+def apply_state(controller: StateController | None, h: torch.Tensor) -> torch.Tensor:
+    return h if controller is None else controller(h)
+
+
+class Stateful:
+    """Mixin for networks that may hold StateControllers (built with ``state=StateConfig``).
+
+    ``stateful`` is True when the network has any controller; the training loop then never
+    shuffles, resets the state on its cadence (``reset_state``) and calls ``commit_state`` after
+    every optimiser step.
+    """
+
+    def state_controllers(self) -> list[StateController]:
+        return [m for m in self.modules() if isinstance(m, StateController)]  # type: ignore[attr-defined]
+
+    @property
+    def stateful(self) -> bool:
+        return any(isinstance(m, StateController) for m in self.modules())  # type: ignore[attr-defined]
+
+    def reset_state(self) -> None:
+        """Refill every controller's state with its ``init`` value."""
+        for controller in self.state_controllers():
+            controller.reset_to_init()
+
+    def commit_state(self) -> None:
+        """Make every controller's staged state current (after an optimiser step)."""
+        for controller in self.state_controllers():
+            controller.commit()
 
 
 def check_features(x: torch.Tensor, expected: int, *, model: str) -> None:

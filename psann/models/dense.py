@@ -1,6 +1,7 @@
 """Dense PSANN: ``hidden_layers`` sine layers of ``hidden_units`` neurons and a linear head.
 
-Shapes: input (N, dim_in) -> output (N, dim_out).
+Shapes: input (N, dim_in) -> output (N, dim_out). With ``state=StateConfig(...)`` a StateController
+follows every sine layer (see psann/state.py and docs/stateful.md).
 """
 
 from __future__ import annotations
@@ -9,13 +10,14 @@ import torch
 from torch import nn
 
 from psann.activations import SineConfig, SineLayer
-from psann.models._common import check_features
+from psann.models._common import Stateful, check_features, state_controller
+from psann.state import StateConfig
 
 __all__ = ["PSANNNet"]
 
 
-class PSANNNet(nn.Module):
-    """Linear -> sine, repeated ``hidden_layers`` times, then a linear head.
+class PSANNNet(Stateful, nn.Module):
+    """Linear -> sine (-> state gain), repeated ``hidden_layers`` times, then a linear head.
 
     The first layer uses the SIREN first-layer rule scaled by ``w0``; hidden layers use ``hidden_w0``.
     """
@@ -30,6 +32,7 @@ class PSANNNet(nn.Module):
         w0: float = 30.0,
         hidden_w0: float = 1.0,
         sine: SineConfig | None = None,
+        state: StateConfig | None = None,
     ) -> None:
         super().__init__()
         if hidden_layers < 1:
@@ -41,8 +44,15 @@ class PSANNNet(nn.Module):
             SineLayer(hidden_units, hidden_units, w0=hidden_w0, sine=sine) for _ in range(hidden_layers - 1)
         ]
         self.body = nn.Sequential(*layers)
+        # Kept beside the body (not inside it), so a stateless network's state_dict keys are unchanged.
+        self.states = nn.ModuleList(state_controller(hidden_units, state) for _ in layers) if state else None
         self.head = nn.Linear(hidden_units, dim_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_features(x, self.dim_in, model=type(self).__name__)
-        return self.head(self.body(x))
+        if self.states is None:
+            return self.head(self.body(x))
+        h = x
+        for layer, controller in zip(self.body, self.states):
+            h = controller(layer(h))
+        return self.head(h)

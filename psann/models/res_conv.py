@@ -8,7 +8,8 @@ Each sine convolution has per-channel amplitude, frequency and decay (the sine a
 channel dimension) and SIREN-initialised weights: the stem by the first-layer rule scaled by ``w0``,
 the blocks by the hidden rule with ``hidden_w0``. Kernels are odd with "same" padding, so every
 layer keeps the positions. A block's residual branch is scaled by ``alpha`` (initially 0), so a fresh
-network is its stem followed by the head.
+network is its stem followed by the head. With ``state=StateConfig(...)`` a StateController follows
+every sine convolution, its state per channel (feature axis 1).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import torch
 from torch import nn
 
 from psann.activations import SineActivation, SineConfig, W0Scale, siren_init_
+from psann.models._common import Stateful, apply_state, state_controller
+from psann.state import StateConfig
 
 __all__ = ["ResConvPSANNNet", "SineConv", "SineConvBlock"]
 
@@ -54,18 +57,30 @@ class SineConv(W0Scale):
 class SineConvBlock(nn.Module):
     """x + alpha * sineconv(sineconv(x))."""
 
-    def __init__(self, channels: int, *, spatial_dims: int, kernel_size: int, w0: float, sine: SineConfig | None):
+    def __init__(
+        self,
+        channels: int,
+        *,
+        spatial_dims: int,
+        kernel_size: int,
+        w0: float,
+        sine: SineConfig | None,
+        state: StateConfig | None = None,
+    ):
         super().__init__()
         kwargs = dict(spatial_dims=spatial_dims, kernel_size=kernel_size, w0=w0, sine=sine)
         self.first = SineConv(channels, channels, **kwargs)
+        self.first_state = state_controller(channels, state, feature_dim=1)
         self.second = SineConv(channels, channels, **kwargs)
+        self.second_state = state_controller(channels, state, feature_dim=1)
         self.alpha = nn.Parameter(torch.zeros(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.alpha * self.second(self.first(x))
+        h = apply_state(self.first_state, self.first(x))
+        return x + self.alpha * apply_state(self.second_state, self.second(h))
 
 
-class ResConvPSANNNet(nn.Module):
+class ResConvPSANNNet(Stateful, nn.Module):
     """Sine-conv stem, ``depth`` residual sine-conv blocks, pooled linear or per-position 1x1 head."""
 
     def __init__(
@@ -81,6 +96,7 @@ class ResConvPSANNNet(nn.Module):
         hidden_w0: float = 1.0,
         preserve_shape: bool = False,
         sine: SineConfig | None = None,
+        state: StateConfig | None = None,
     ) -> None:
         super().__init__()
         if spatial_dims not in _CONV:
@@ -96,8 +112,9 @@ class ResConvPSANNNet(nn.Module):
         self.stem = SineConv(
             in_channels, conv_channels, spatial_dims=spatial_dims, kernel_size=kernel_size, w0=w0, is_first=True, sine=sine
         )
+        self.stem_state = state_controller(conv_channels, state, feature_dim=1)
         self.blocks = nn.ModuleList(
-            SineConvBlock(conv_channels, spatial_dims=spatial_dims, kernel_size=kernel_size, w0=hidden_w0, sine=sine)
+            SineConvBlock(conv_channels, spatial_dims=spatial_dims, kernel_size=kernel_size, w0=hidden_w0, sine=sine, state=state)
             for _ in range(depth)
         )
         self.head = _CONV[spatial_dims](conv_channels, dim_out, 1) if preserve_shape else nn.Linear(conv_channels, dim_out)
@@ -112,7 +129,7 @@ class ResConvPSANNNet(nn.Module):
             raise ValueError(
                 f"ResConvPSANNNet expects input {layout} with C={self.dim_in}; got shape {tuple(x.shape)}"
             )
-        h = self.stem(x)
+        h = apply_state(self.stem_state, self.stem(x))
         for block in self.blocks:
             h = block(h)
         if self.preserve_shape:

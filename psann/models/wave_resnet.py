@@ -4,7 +4,9 @@ Shapes: input (N, dim_in), optional context (N, context_dim) -> output (N, dim_o
 
 Every residual branch is scaled by a learnable ``alpha`` that starts at 0.0, so a fresh network (and
 a block added later by ``add_blocks``) starts as the identity around its stem. FiLM modulation starts
-at scale 1 and shift 0, and the phase shift at 0, so they also start as identities.
+at scale 1 and shift 0, and the phase shift at 0, so they also start as identities. With
+``state=StateConfig(...)`` a StateController follows every sine (the stem, and both sines of each
+block, blocks added by ``add_blocks`` included).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import torch
 from torch import nn
 
 from psann.activations import SineActivation, SineConfig, SineLayer, siren_init_
-from psann.models._common import check_features
+from psann.models._common import Stateful, apply_state, check_features, state_controller
+from psann.state import StateConfig
 
 __all__ = ["WaveResNet", "WaveBlock"]
 
@@ -30,12 +33,14 @@ class WaveBlock(nn.Module):
         phase_shift: bool = True,
         dropout: float = 0.0,
         sine: SineConfig | None = None,
+        state: StateConfig | None = None,
     ) -> None:
         super().__init__()
         self.w0 = float(w0)
         self.linear = nn.Linear(units, units)
         siren_init_(self.linear, w0=self.w0, is_first=False)
         self.activation = SineActivation(units, sine)
+        self.activation_state = state_controller(units, state)
         self.film_scale = nn.Linear(context_dim, units) if context_dim else None
         self.film_shift = nn.Linear(context_dim, units) if context_dim else None
         for layer in (self.film_scale, self.film_shift):
@@ -45,6 +50,7 @@ class WaveBlock(nn.Module):
         self.phase = nn.Parameter(torch.zeros(units)) if phase_shift else None
         self.dropout = nn.Dropout(dropout)
         self.out = SineLayer(units, units, w0=w0, sine=sine)
+        self.out_state = state_controller(units, state)
         self.alpha = nn.Parameter(torch.zeros(()))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
@@ -57,11 +63,12 @@ class WaveBlock(nn.Module):
             h = (1.0 + self.film_scale(context)) * h + self.film_shift(context)
         if self.phase is not None:
             h = h + self.phase
-        h = self.out(self.dropout(self.activation(h)))
+        h = apply_state(self.activation_state, self.activation(h))
+        h = apply_state(self.out_state, self.out(self.dropout(h)))
         return x + self.alpha * h
 
 
-class WaveResNet(nn.Module):
+class WaveResNet(Stateful, nn.Module):
     """Stem (linear scaled by first_layer_w0, then sine), ``depth`` WaveBlocks, linear head."""
 
     def __init__(
@@ -77,6 +84,7 @@ class WaveResNet(nn.Module):
         phase_shift: bool = True,
         dropout: float = 0.0,
         sine: SineConfig | None = None,
+        state: StateConfig | None = None,
     ) -> None:
         super().__init__()
         if depth < 0:
@@ -85,10 +93,11 @@ class WaveResNet(nn.Module):
         self.dim_out = dim_out
         self.context_dim = context_dim
         self._block_kwargs = dict(
-            w0=hidden_w0, context_dim=context_dim, phase_shift=phase_shift, dropout=dropout, sine=sine
+            w0=hidden_w0, context_dim=context_dim, phase_shift=phase_shift, dropout=dropout, sine=sine, state=state
         )
         self.hidden_units = hidden_units
         self.stem = SineLayer(dim_in, hidden_units, w0=first_layer_w0, is_first=True, sine=sine)
+        self.stem_state = state_controller(hidden_units, state)
         self.blocks = nn.ModuleList(WaveBlock(hidden_units, **self._block_kwargs) for _ in range(depth))
         self.head = nn.Linear(hidden_units, dim_out)
 
@@ -128,7 +137,7 @@ class WaveResNet(nn.Module):
                 raise ValueError(
                     f"WaveResNet expects context of shape ({x.shape[0]}, {self.context_dim}); got {got}"
                 )
-        h = self.stem(x)
+        h = apply_state(self.stem_state, self.stem(x))
         for block in self.blocks:
             h = block(h, context)
         return self.head(h)

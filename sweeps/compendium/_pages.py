@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from psann.contract import RANK_METRIC, SUCCESS, TRIAL_STATUSES, UNFINISHED_STATUSES, best_trial
+from psann.provenance import PROVENANCE_KEYS
 
 from ..results import load_equity, load_events, load_trials
 from ._importance import display_name, swept_parameters
@@ -23,6 +24,7 @@ MAX_CURVES = 300  # per stage in a learning-curve plot; the best by the ranking 
 THROUGHPUT_COLUMNS = (("throughput_eps_per_sec", "episodes/s"), ("throughput_samples_per_sec", "samples/s"))
 
 MAX_RUN_ROWS = 100  # per stage in the run table; the rest are counted, not listed
+MAX_PROVENANCE_VALUES = 6  # distinct values listed per provenance field (hosts of a large cluster)
 _HEADER = re.compile(r"^<!-- compendium: (\{.*\}) -->$")
 _BEST_KEY = f"best_{RANK_METRIC}"  # in the page's header comment, read back by the index
 
@@ -179,14 +181,17 @@ def _sweep_page(sweep: str, rows: list[dict[str, Any]], stages: list[str],
     repeats = any(s.repeats for s in standings.values())
     lines += ["## Stages", ""]
     stage_rows = []
+    # stage_status.json's own status (a stage a GPU budget stopped, ...), shown when any stage has one.
+    stage_status = any(r.get("stage_status") is not None for r in rows)
     for stage in stages:
         mine, winner = by_stage[stage], standings[stage].winner
         counts = [sum(r["status"] == s for r in mine) for s in TRIAL_STATUSES]
-        stage_rows.append([stage, len(mine), *counts,
+        status = sorted({str(r["stage_status"]) for r in mine if r.get("stage_status") is not None})
+        stage_rows.append([stage, *([", ".join(status) or None] if stage_status else []), len(mine), *counts,
                            *([winner.label if winner else None] if repeats else []),
                            winner.best["trial_id"] if winner else None,
                            (mean_std(winner.value, winner.std) if repeats else winner.value) if winner else None])
-    lines += table(["stage", "trials", *(s.lower() for s in TRIAL_STATUSES),
+    lines += table(["stage", *(["stage status"] if stage_status else []), "trials", *(s.lower() for s in TRIAL_STATUSES),
                     *(["best configuration"] if repeats else []), "best trial",
                     f"best {RANK_METRIC}" + (" (mean ± std)" if repeats else "")], stage_rows)
 
@@ -210,6 +215,8 @@ def _sweep_page(sweep: str, rows: list[dict[str, Any]], stages: list[str],
                     "median duration (s)", "device hours", "AMP skipped steps",
                     f"best {RANK_METRIC}"], device_rows)
 
+    lines += ["", "## Provenance", "", *_provenance(rows)]
+
     lines += ["", "## Runs", ""]
     for stage in stages:
         lines += [f"### {stage}", "", *_runs_table(by_stage[stage], standings[stage])]
@@ -227,6 +234,33 @@ def _sweep_page(sweep: str, rows: list[dict[str, Any]], stages: list[str],
             [r["stage"], r["trial_id"], r["status"], last_line(r.get("error"))] for r in failed))
         lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _provenance(rows: list[dict[str, Any]]) -> list[str]:
+    """Where the sweep's results came from, once for the sweep: each provenance field's values.
+
+    A field with one value across the trials shows it; with several, each value and its trial
+    count (most trials first), at most MAX_PROVENANCE_VALUES of them.
+    """
+    columns = [(key, f"provenance_{key}") for key in PROVENANCE_KEYS]
+    if not any(r.get(column) is not None for r in rows for _, column in columns):
+        return ["Not recorded: these trials were run before metrics.json carried provenance."]
+    body = []
+    for key, column in columns:
+        counts: dict[str, int] = {}
+        for r in rows:
+            text = fmt(r.get(column))
+            counts[text] = counts.get(text, 0) + 1
+        ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        if len(ordered) == 1:
+            value = ordered[0][0]
+        else:
+            shown = [f"{text} ({n})" for text, n in ordered[:MAX_PROVENANCE_VALUES]]
+            more = len(ordered) - MAX_PROVENANCE_VALUES
+            value = ", ".join(shown) + (f", … and {more} more" if more > 0 else "")
+        body.append([key, value])
+    return ["As each trial recorded it (metrics.json `provenance`); with several values, the number of "
+            "trials of each in brackets.", "", *table(["field", "value"], body)]
 
 
 def _runs_table(mine: list[dict[str, Any]], ranking: Standing) -> list[str]:

@@ -1,4 +1,4 @@
-"""`python -m sweeps.results {ingest,query,summary}`.
+"""`python -m sweeps.results {ingest,query,summary,export}`.
 
 Exit codes (psann.contract): 0 success; 2 bad input (arguments, a bad filter, sort key or SQL
 statement, an unknown column or stage, a path without tables); 1 failure (the tables disagree
@@ -19,6 +19,7 @@ import pyarrow.csv as pacsv
 from psann.contract import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
 from psann.errors import ValidationError
 
+from ._best import export_best, exported_command as best_command
 from ._ingest import ingest_sweep
 from ._query import CONFIG_COLUMNS, query, sql, summary
 from ._schema import SchemaConflictError
@@ -65,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="per-stage status counts and the best trial")
     p.add_argument("path", help="sweep folder that holds tables/")
     _add_format(p)
+
+    p = sub.add_parser("export", help="write the best trial's checkpoint and a run config that reruns it")
+    p.add_argument("path", help="sweep folder that holds tables/; local path or URI")
+    p.add_argument("--out", required=True, help="folder to write (new, or empty): checkpoint/, config.yaml, "
+                                                "export.json")
+    p.add_argument("--stage", help="the stage whose best trial is exported (default: the last stage "
+                                   "with a ranked trial)")
+    p.add_argument("--rank", type=int, default=1, help="export the N-th best instead (default 1)")
     return parser
 
 
@@ -96,6 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "summary":
             _print(summary(args.path), args.format)
+            return EXIT_OK
+        if args.command == "export":
+            best = export_best(args.path, args.out, stage=args.stage, rank=args.rank)
+            print(f"{best.stage}/{best.trial_id} (rank {best.rank}, {best.checkpoint}, epoch "
+                  f"{best.checkpoint_epoch}) exported to {args.out}")
+            print(f"rerun: {best_command(args.out)}")
             return EXIT_OK
         if args.sql:
             used = [f"--{n}" for n in ("stage", "where", "sort", "top", "columns")

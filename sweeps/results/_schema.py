@@ -17,10 +17,12 @@ from typing import Any, Iterable
 import pyarrow as pa
 
 from psann import contract as C
+from psann.provenance import PROVENANCE_FIELDS
 
 # Bumped whenever ingest derives different rows from the same files, so that older tables are
 # re-read instead of being kept as "unchanged".
-FORMAT_VERSION = "2"  # 2: val_loss_smoothed, config_id, repeat, search, eval_*, the equity table
+FORMAT_VERSION = "3"  # 2: val_loss_smoothed, config_id, repeat, search, eval_*, the equity table;
+# 3: provenance_* and stage_status
 
 # Re-exported for readers of this package (sweeps.results.TRIAL_STATUSES); defined in the contract.
 TRIAL_STATUSES = C.TRIAL_STATUSES
@@ -61,7 +63,14 @@ EQUITY_SOURCES = ("run", "evaluation")
 # metrics.json keys (flattened with "_") and their contract types.  `status` and `error` are
 # stored as run_status and (part of) error, because the trials table has its own columns of
 # those names (METRICS_KEY_COLUMNS).
-METRIC_COLUMNS: tuple[tuple[str, pa.DataType], ...] = _typed(C.METRIC_COLUMNS)
+# metrics.json "provenance" (psann.provenance.PROVENANCE_FIELDS) flattened the same way: the
+# provenance_* columns, typed here whether or not the contract lists "provenance" yet.
+PROVENANCE_COLUMNS: tuple[tuple[str, pa.DataType], ...] = tuple(
+    (f"provenance_{name}", ARROW_TYPES[kind]) for name, kind in PROVENANCE_FIELDS
+)
+METRIC_COLUMNS: tuple[tuple[str, pa.DataType], ...] = tuple(
+    column for column in _typed(C.METRIC_COLUMNS) if not column[0].startswith("provenance_")
+) + PROVENANCE_COLUMNS
 METRICS_KEY_COLUMNS = {"status": "run_status", "error": "error"}
 
 # Columns every trials table starts with, in order.
@@ -107,6 +116,7 @@ TRIAL_DERIVED_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("max_epochs", I64),
     ("node_id", STR),
     ("hung_last_events", STR),
+    ("stage_status", STR),  # stage_status.json "status" of the trial's stage, as the runner wrote it
 )
 
 

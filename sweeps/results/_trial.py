@@ -6,8 +6,9 @@ What is read, per trial folder (docs/run_outputs.md is the contract):
 - events.csv and equity_<split>.csv / evaluation_equity_<split>.csv: pyarrow.csv with the
   contract's explicit column types;
 - config_resolved.yaml: only for plain run folders without params.json, as their parameters;
-- <stage>/stage_status.json: the sweep runner's verdict per trial;
-- <sweep>/sweep.json: the ranking window and the search algorithm, once per sweep.
+- <stage>/stage_status.json: the sweep runner's verdict per trial, and the stage's own status;
+- <sweep>/sweep.json: the ranking window, the search algorithm and the driver's git facts
+  (provenance), once per sweep.
 Nothing here raises on a bad file: problems become an INCOMPLETE status or an ingest note.
 """
 
@@ -51,6 +52,10 @@ class SweepSettings:
 
     rank_window: int = C.RANK_WINDOW
     search: str | None = None  # null for a folder of plain runs (no sweep.json)
+    # sweep.json "provenance" git facts (the driver's): they fill a trial's that could not be read
+    # where it ran (a cluster worker without a checkout).
+    git_commit: str | None = None
+    git_dirty: bool | None = None
 
 
 class TrialRead(NamedTuple):
@@ -68,6 +73,7 @@ class TrialSource:
     files: dict[str, pafs.FileInfo]
     runner: dict[str, Any] | None = None
     max_epochs: int | None = None
+    stage_status: str | None = None  # stage_status.json "status" (the stage's, carried unchanged)
     folder_missing: bool = False
     fingerprint: str = ""
 
@@ -129,6 +135,7 @@ def read_sweep_settings(fs: pafs.FileSystem, root: str, warnings: list[str]) -> 
         logger.warning(message)
         warnings.append(message)
         return SweepSettings(search=DEFAULT_SEARCH)
+    git_commit, git_dirty = _sweep_git(obj.get("provenance"), path, warnings)
     window = obj.get("rank_window", C.RANK_WINDOW)
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         message = f"{path}: rank_window must be an int >= 1, got {window!r}; {C.RANK_WINDOW} used"
@@ -142,7 +149,23 @@ def read_sweep_settings(fs: pafs.FileSystem, root: str, warnings: list[str]) -> 
         logger.warning(message)
         warnings.append(message)
         search = DEFAULT_SEARCH
-    return SweepSettings(rank_window=window, search=search)
+    return SweepSettings(rank_window=window, search=search, git_commit=git_commit, git_dirty=git_dirty)
+
+
+def _sweep_git(provenance: Any, path: str, warnings: list[str]) -> tuple[str | None, bool | None]:
+    """(git_commit, git_dirty) of sweep.json's "provenance"; (None, None) without a usable one."""
+    if provenance is None:
+        return None, None
+    commit = provenance.get("git_commit") if isinstance(provenance, dict) else None
+    dirty = provenance.get("git_dirty") if isinstance(provenance, dict) else None
+    if not isinstance(provenance, dict) or not isinstance(commit, (str, type(None))) \
+            or not isinstance(dirty, (bool, type(None))):
+        message = (f"{path}: provenance must be an object with git_commit (str or null) and git_dirty "
+                   f"(bool or null), got {str(provenance)[:80]}; ignored")
+        logger.warning(message)
+        warnings.append(message)
+        return None, None
+    return commit, dirty
 
 
 def _skipped(name: str) -> bool:
@@ -156,6 +179,7 @@ def _apply_stage_status(
         status = json.loads(_store.read_bytes(fs, path))
         entries = status.get("trials") or []
         max_epochs = status.get("max_epochs")
+        stage_status = status.get("status")
         if not isinstance(entries, list):
             raise ValueError("'trials' is not a list")
     except (ValueError, AttributeError, UnicodeDecodeError) as exc:
@@ -163,6 +187,10 @@ def _apply_stage_status(
         logger.warning(message)
         warnings.append(message)
         return
+    # The stage's own status (e.g. a stage stopped by a GPU budget) is carried as written.
+    stage_status = None if stage_status is None else str(stage_status)
+    for src in stage.sources:
+        src.stage_status = stage_status
     by_dir = {s.dir_name: s for s in stage.sources}
     for entry in entries:
         if not isinstance(entry, dict):
@@ -175,7 +203,8 @@ def _apply_stage_status(
         if src is None:
             # Listed by the runner but no folder on disk: keep it visible as a row.
             src = TrialSource(
-                stage.name, dir_name or str(entry.get("trial_id")), "", {}, folder_missing=True
+                stage.name, dir_name or str(entry.get("trial_id")), "", {}, folder_missing=True,
+                stage_status=stage_status,
             )
             stage.sources.append(src)
             by_dir[src.dir_name] = src
@@ -184,8 +213,8 @@ def _apply_stage_status(
 
 
 def fingerprint(sweep: str, src: TrialSource, settings: SweepSettings = SweepSettings()) -> str:
-    parts = [S.FORMAT_VERSION, sweep, src.stage, src.dir_name, str(src.max_epochs),
-             str(settings.rank_window), str(settings.search)]
+    parts = [S.FORMAT_VERSION, sweep, src.stage, src.dir_name, str(src.max_epochs), str(src.stage_status),
+             str(settings.rank_window), str(settings.search), str(settings.git_commit), str(settings.git_dirty)]
     names = list(FINGERPRINT_FILES) + [name for name, _, _ in equity_files(src.files)]
     for name in names:
         info = src.files.get(name)
@@ -214,6 +243,7 @@ def read_trial(
         "node_id": _str_or_none(runner.get("node_id")),
         "hung_last_events": _str_or_none(runner.get("hung_last_events")),
         "max_epochs": src.max_epochs,
+        "stage_status": src.stage_status,
         "source_fingerprint": src.fingerprint,
     }
     outcome = runner.get("outcome")
@@ -228,6 +258,10 @@ def read_trial(
     row["search"] = settings.search
     metrics, problem = _read_metrics(fs, src)
     metrics_error = _apply_metrics(row, metrics, notes)
+    if isinstance(metrics.get("provenance"), dict) and row["provenance_git_commit"] is None \
+            and settings.git_commit is not None:
+        # The trial could not ask git where it ran; the code is the driver's (sweep.json).
+        row["provenance_git_commit"], row["provenance_git_dirty"] = settings.git_commit, settings.git_dirty
 
     events = None
     if "events.csv" in src.files:

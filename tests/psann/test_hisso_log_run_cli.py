@@ -362,7 +362,7 @@ def test_unknown_flag_and_missing_config_file_exit_2(tmp_path, capsys):
         main(["--config", "x.yaml", "--epochs", "3"])
     assert info.value.code == 2 and "unrecognized arguments: --epochs 3" in capsys.readouterr().err
     assert main(["--config", str(tmp_path / "missing.yaml"), "--output-dir", str(tmp_path / "runs")]) == 2
-    assert capsys.readouterr().err.strip() == f"error: config file not found: {tmp_path / 'missing.yaml'}"
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'missing.yaml'}: config file not found"
     assert not (tmp_path / "runs").exists()
 
 

@@ -108,6 +108,7 @@ def metrics_for(spec: TrialSpec) -> dict[str, Any]:
             "split": "test", "trans_cost": 0.001, "policy": pm(), "equal_weight": pm(),
             "best_buy_and_hold": {**pm(), "asset": 1},
         },
+        "provenance": None,
         "error": spec.error,
     }
     assert set(metrics) == set(METRICS_KEYS), "synthetic metrics.json must follow the run contract"
