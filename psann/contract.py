@@ -35,6 +35,9 @@ __all__ = [
     "SUCCESS", "PRUNED", "ERROR", "HUNG", "INCOMPLETE", "RUNNING", "INTERRUPTED",
     "TRIAL_STATUSES", "PASSING_OUTCOMES", "UNFINISHED_STATUSES", "RUN_STATUS_TO_TRIAL_STATUS",
     "trial_outcome",
+    # what kind of failure ended a run or a trial
+    "ERROR_EXCEPTION", "ERROR_NON_FINITE", "ERROR_OUT_OF_MEMORY", "ERROR_HUNG", "ERROR_INTERRUPTED",
+    "ERROR_KINDS", "error_kind",
     # stage outcomes
     "BUDGET_STOPPED",
     # the ranking rule
@@ -112,6 +115,7 @@ METRICS_FIELDS: tuple[tuple[str, str], ...] = (
     ("threads", INT),  # torch intra-op threads the run used
     ("portfolio", OBJECT),  # PORTFOLIO_FIELDS
     ("provenance", OBJECT),  # psann.provenance.PROVENANCE_FIELDS: code, software and machine
+    ("error_kind", STR),  # ERROR_KINDS: what ended the run (null on success and while running)
     ("error", STR),  # traceback when status is "error"
 )
 METRICS_KEYS: tuple[str, ...] = tuple(name for name, _ in METRICS_FIELDS)
@@ -230,6 +234,87 @@ RUN_STATUS_TO_TRIAL_STATUS = {
     RUN_INTERRUPTED: INTERRUPTED,
     RUN_HUNG: HUNG,
 }
+
+# -- error kinds: metrics.json "error_kind" and stage_status.json trials' "error_kind" ------------------
+
+# What kind of failure ended a run or a trial, beside its message, so a reader filters failures by
+# kind instead of parsing tracebacks. Null on success, while running and for a pruned trial.
+ERROR_EXCEPTION = "exception"  # anything raised that is not one of the kinds below
+ERROR_NON_FINITE = "non_finite"  # an epoch loss was NaN/inf (the loop raises FloatingPointError)
+ERROR_OUT_OF_MEMORY = "out_of_memory"  # torch's / Ray's OutOfMemoryError, or Python's MemoryError
+ERROR_HUNG = "hung"  # the hang rule ended it (run CLI --hang-timeout, or a sweep's hang_timeout_s)
+ERROR_INTERRUPTED = "interrupted"  # Ctrl-C (KeyboardInterrupt)
+ERROR_KINDS = (ERROR_EXCEPTION, ERROR_NON_FINITE, ERROR_OUT_OF_MEMORY, ERROR_HUNG, ERROR_INTERRUPTED)
+
+# A status that names its kind: metrics.json's (hung, interrupted, error) or a trial outcome's.
+_STATUS_ERROR_KINDS = {
+    RUN_ERROR: ERROR_EXCEPTION,
+    RUN_HUNG: ERROR_HUNG,
+    RUN_INTERRUPTED: ERROR_INTERRUPTED,
+    ERROR: ERROR_EXCEPTION,
+    HUNG: ERROR_HUNG,
+    INTERRUPTED: ERROR_INTERRUPTED,
+}
+# Out-of-memory errors are matched by the name of a class in the exception's MRO, so this module
+# needs neither torch nor Ray: torch.OutOfMemoryError (torch.cuda.OutOfMemoryError is the same
+# class) and ray.exceptions.OutOfMemoryError (Ray's memory monitor killed the worker).
+_OUT_OF_MEMORY_TYPES = frozenset({"OutOfMemoryError"})
+
+
+def _exception_kind(exc: BaseException) -> str:
+    for cls in type(exc).__mro__:
+        if cls.__name__ in _OUT_OF_MEMORY_TYPES:
+            return ERROR_OUT_OF_MEMORY
+    if isinstance(exc, MemoryError):
+        return ERROR_OUT_OF_MEMORY
+    if isinstance(exc, FloatingPointError):
+        return ERROR_NON_FINITE
+    if isinstance(exc, KeyboardInterrupt):
+        return ERROR_INTERRUPTED
+    return ERROR_EXCEPTION
+
+
+def error_kind(exc_or_status: BaseException | str | None) -> str | None:
+    """The kind (one of ERROR_KINDS) of an exception or a failed status; None for no failure.
+
+    Exceptions are classified by type, never by message: an OutOfMemoryError (torch, Ray) or
+    MemoryError is ``out_of_memory``; FloatingPointError (what the training loop raises for a
+    NaN/inf epoch loss, ``psann.supervised.check_finite_loss``) is ``non_finite``; KeyboardInterrupt
+    is ``interrupted``; anything else is ``exception``. A wrapper that carries the kind of what it
+    wraps (an ``error_kind`` attribute, e.g. ``sweeps.trainable.TrialRunError``) gives that kind;
+    otherwise the chain of causes (``__cause__``, and Ray's ``cause``) is followed to the first
+    kind more specific than ``exception``. A status gives ``hung``, ``interrupted`` or, for
+    ``error``/``ERROR``, ``exception``; any other status (success, running, PRUNED, ...) or None
+    gives None.
+
+    Example::
+
+        error_kind(FloatingPointError("hisso epoch 3: loss is nan"))  # 'non_finite'
+        error_kind("hung")  # 'hung'
+        error_kind("success")  # None
+    """
+    if exc_or_status is None:
+        return None
+    if isinstance(exc_or_status, str):
+        return _STATUS_ERROR_KINDS.get(exc_or_status)
+    if not isinstance(exc_or_status, BaseException):
+        raise TypeError(f"error_kind expects an exception, a status string or None. Got {exc_or_status!r} instead.")
+    seen: set[int] = set()
+    exc: Any = exc_or_status
+    while isinstance(exc, BaseException) and id(exc) not in seen:
+        seen.add(id(exc))
+        carried = getattr(exc, "error_kind", None)
+        if isinstance(carried, str) and carried in ERROR_KINDS:
+            return carried
+        kind = _exception_kind(exc)
+        if kind != ERROR_EXCEPTION:
+            return kind
+        cause = exc.__cause__
+        if cause is None:
+            cause = getattr(exc, "cause", None)  # ray.exceptions.RayTaskError keeps the task's error here
+        exc = cause
+    return ERROR_EXCEPTION
+
 
 # -- stage outcomes: stage_status.json "status" ------------------------------------------------------
 

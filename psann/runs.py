@@ -27,12 +27,14 @@ from psann.contract import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    ERROR_INTERRUPTED,
     METRICS_KEYS,
     RUN_ERROR,
     RUN_INTERRUPTED,
     RUN_RUNNING,
     RUN_SUCCESS,
     equity_file,
+    error_kind,
 )
 from psann.data import load_loader, load_npz
 from psann.evaluation import context_for, evaluate_split, write_equity_csv
@@ -300,10 +302,12 @@ def execute_run(
 ) -> RunResult:
     """Run one config into ``run_dir`` (which must exist); never raises for a failed fit.
 
-    A failure writes metrics.json with status "error" and the traceback, and an ``error`` event;
-    Ctrl-C writes status "interrupted". Returns the status and the CLI exit code. metrics.json's
-    ``provenance`` (psann.provenance) is read in this process; ``git`` (``psann.provenance.git_facts()``
-    of a sweep's driver) replaces asking git here, for workers that have no checkout.
+    A failure writes metrics.json with status "error", the traceback and its ``error_kind``
+    (``psann.contract.error_kind``: exception, non_finite or out_of_memory), and an ``error`` event;
+    Ctrl-C writes status "interrupted" (error_kind "interrupted"). Returns the status and the CLI
+    exit code. metrics.json's ``provenance`` (psann.provenance) is read in this process; ``git``
+    (``psann.provenance.git_facts()`` of a sweep's driver) replaces asking git here, for workers
+    that have no checkout.
 
     Example::
 
@@ -356,15 +360,16 @@ def execute_run(
             )
             return RunResult(RUN_SUCCESS, run_dir, run.metrics, EXIT_OK)
         except KeyboardInterrupt:
-            run.write_metrics(RUN_INTERRUPTED, error="KeyboardInterrupt")
+            run.write_metrics(RUN_INTERRUPTED, error="KeyboardInterrupt", error_kind=ERROR_INTERRUPTED)
             run.events.write("interrupted", message="interrupted by the user (Ctrl-C)")
             logger.warning("run %s interrupted", run_dir.name)
             return RunResult(RUN_INTERRUPTED, run_dir, run.metrics, EXIT_INTERRUPTED)
         except Exception as exc:  # every failure is recorded, never lost
             text = traceback.format_exc()
-            run.write_metrics(RUN_ERROR, error=text)
+            kind = error_kind(exc)  # exception, non_finite (a NaN/inf loss) or out_of_memory
+            run.write_metrics(RUN_ERROR, error=text, error_kind=kind)
             run.events.write("error", message=f"{type(exc).__name__}: {exc}")
-            logger.error("run %s failed: %s: %s", run_dir.name, type(exc).__name__, exc)
+            logger.error("run %s failed (%s): %s: %s", run_dir.name, kind, type(exc).__name__, exc)
             logger.debug("%s", text)
             return RunResult(RUN_ERROR, run_dir, run.metrics, EXIT_FAILURE)
         finally:

@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from psann.contract import EXIT_HUNG, METRICS_KEYS, RUN_HUNG
+from psann.contract import ERROR_HUNG, EXIT_HUNG, METRICS_KEYS, RUN_HUNG
 from psann.runlog import LOG_EVENT, EventLog, watch_events, write_json_atomic
 
 __all__ = ["AUTOPSY_ROWS", "RunWatchdog", "format_rows", "last_events"]
@@ -64,9 +64,9 @@ class RunWatchdog:
 
     A daemon thread compares the time of the last events.csv row or ``psann`` log record with the
     clock, which starts when the block is entered. On a hang it writes the run's files
-    (metrics.json ``status: hung`` with the silence and the last events in ``error``, an ``error``
-    row in events.csv, a line in run.log), prints ``hung: <run folder>`` and ends the process with
-    EXIT_HUNG. Example::
+    (metrics.json ``status: hung`` and ``error_kind: hung`` with the silence and the last events in
+    ``error``, an ``error`` row in events.csv, a line in run.log), prints ``hung: <run folder>`` and
+    ends the process with EXIT_HUNG. Example::
 
         run_dir = prepare_run_dir("runs", "smoke")
         with RunWatchdog(run_dir, 600, flag="--hang-timeout"):
@@ -165,6 +165,7 @@ class RunWatchdog:
         metrics["run_name"] = metrics.get("run_name") or run_dir.name
         metrics.update(
             status=RUN_HUNG,
+            error_kind=ERROR_HUNG,
             error=f"{summary}. Last events:\n{autopsy}",
             duration_seconds=time.monotonic() - self._started,
         )

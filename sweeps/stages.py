@@ -23,6 +23,8 @@ from ray.tune.search import BasicVariantGenerator, Repeater
 from psann.contract import (
     BUDGET_STOPPED,
     ERROR,
+    ERROR_HUNG,
+    ERROR_KINDS,
     HUNG,
     INCOMPLETE,
     EVALUATION_FILE,
@@ -32,8 +34,10 @@ from psann.contract import (
     SUCCESS,
     TUNE_METRIC,
     TUNE_MODE,
+    UNFINISHED_STATUSES,
     best_trial,
     config_id,
+    error_kind,
     finite_or_none,
     rank_configurations,
     rank_trials,
@@ -84,6 +88,8 @@ class TrialOutcome:
     val_loss: float | None  # best val_loss of the run (metrics.json), else the last reported
     params: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    # psann.contract.ERROR_KINDS: what ended an ERROR, HUNG or INCOMPLETE trial (null otherwise)
+    error_kind: str | None = None
     hung_last_events: str | None = None
     # The ranking value (psann.contract.RANK_METRIC): the mean val_loss of the trial's last
     # rank_window epochs, as last reported to Tune.
@@ -201,7 +207,7 @@ def _trial_dirname(trial) -> str:
 
 
 def _outcome(result, hung_trials: dict[str, dict[str, Any]], store: SweepStore, stage: str,
-             budget_stopped: frozenset[str] = frozenset()) -> TrialOutcome:
+             budget_stopped: frozenset[str] = frozenset(), hang_timeout_s: float | None = None) -> TrialOutcome:
     trial_id = _trial_id(result)
     metrics_json = store.read_json(stage, trial_id, "metrics.json") or {}
     reported = result.metrics or {}
@@ -210,6 +216,8 @@ def _outcome(result, hung_trials: dict[str, dict[str, Any]], store: SweepStore, 
     error = None
     if result.error is not None:
         error = f"{type(result.error).__name__}: {result.error}".strip()[:2000]
+    elif hung is not None:
+        error = _hung_message(hung, hang_timeout_s)
     val_loss = metrics_json.get("val_loss", reported.get("val_loss"))
     params = {k: v for k, v in (result.config or {}).items()}
     smoothed = reported.get(TUNE_METRIC)
@@ -224,12 +232,36 @@ def _outcome(result, hung_trials: dict[str, dict[str, Any]], store: SweepStore, 
         val_loss=finite_or_none(val_loss),
         params=params,
         error=error,
+        error_kind=_outcome_error_kind(outcome, metrics_json, result.error),
         hung_last_events=hung["last_events"] if hung else None,
         val_loss_smoothed=finite_or_none(smoothed),
         config_id=config_id(params),
         repeat=int(params.get(REPEAT_KEY, 0) or 0),
         stopped_by="budget" if trial_id in budget_stopped else None,
     )
+
+
+def _outcome_error_kind(outcome: str, metrics_json: dict[str, Any], error: BaseException | None) -> str | None:
+    """The error kind of a trial that did not finish: the hang rule's verdict, else what its run
+    recorded in metrics.json, else the kind of the error Tune recorded (a worker that died, Ray's
+    memory monitor), else its run status's."""
+    if outcome not in UNFINISHED_STATUSES:
+        return None  # SUCCESS and PRUNED (a pruned run's metrics.json still says running)
+    if outcome == HUNG:
+        return ERROR_HUNG
+    recorded = metrics_json.get("error_kind")
+    if recorded in ERROR_KINDS:
+        return recorded
+    if error is not None:
+        return error_kind(error)
+    return error_kind(metrics_json.get("status")) if isinstance(metrics_json.get("status"), str) else None
+
+
+def _hung_message(hung: dict[str, Any], hang_timeout_s: float | None) -> str:
+    """A hung trial's error: the silence that ended it and its last events (the autopsy)."""
+    limit = f" (hang_timeout_s {hang_timeout_s:g})" if hang_timeout_s is not None else ""
+    return (f"hung: nothing written for {hung.get('silent_seconds')} s{limit}: no result, no events row, no log "
+            f"line; stopped by the hang rule. Last events:\n{hung.get('last_events')}")
 
 
 def _trainable(spec: SweepSpec, stage: StageSpec, cpu_only: bool, board: str | None = None):
@@ -392,7 +424,8 @@ def run_stage(
     for result in results:
         if result not in ran:
             _remove_if_empty(store, stage.name, _trial_id(result))  # Tune made it; nothing ran in it
-    outcomes = tuple(sorted((_outcome(r, hung_trials, store, stage.name, stopped) for r in ran), key=lambda t: t.trial_id))
+    outcomes = tuple(sorted((_outcome(r, hung_trials, store, stage.name, stopped, spec.hang_timeout_s) for r in ran),
+                            key=lambda t: t.trial_id))
     trials = len(outcomes)
     fraction = sum(1 for t in outcomes if t.outcome in PASSING_OUTCOMES) / trials if trials else 0.0
     result = StageResult(
@@ -566,9 +599,38 @@ def _budget_text(result: StageResult) -> str:
             f"min; {stopped} running trial(s) stopped at a report, {budget.get('not_launched', 0)} not launched")
 
 
+SUMMARY_FAILED_TRIALS = 10  # failed trials listed per stage in the summary (the rest are counted)
+
+
+def _first_words(text: str | None, limit: int = 160) -> str:
+    """The last non-empty line of an error text (a traceback's exception line), cut to ``limit``."""
+    lines = [line.strip() for line in (text or "").strip().splitlines() if line.strip()]
+    line = lines[-1] if lines else "(no message)"
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _failure_lines(result: StageResult, limit: int = SUMMARY_FAILED_TRIALS) -> list[str]:
+    """One line per trial that did not finish: ``<OUTCOME> <trial_id> [<error_kind>]: <message>``.
+
+    A hung trial's message is its silence (the first line), not its autopsy.
+    """
+    failed = [t for t in result.trials if t.outcome in UNFINISHED_STATUSES]
+    lines = []
+    for trial in failed[:limit]:
+        text = trial.error
+        if trial.outcome == HUNG:
+            text = (text or "hung").split(". Last events:")[0]
+        lines.append(f"{trial.outcome} {trial.trial_id} [{trial.error_kind or 'unknown'}]: {_first_words(text)}")
+    if len(failed) > limit:
+        lines.append(f"... and {len(failed) - limit} more failed trial(s) (stage_status.json)")
+    return lines
+
+
 def format_summary(results: Sequence[StageResult], tables: Path | str | None = None,
                    store: SweepStore | None = None) -> str:
     """The end-of-sweep table: per stage counts and its best trial by the ranking rule.
+
+    Under a stage's row, one line per trial that did not finish, with its error kind and message.
 
     With ``store`` the best trial's test figures come from its evaluation.json.
     """
@@ -590,6 +652,7 @@ def format_summary(results: Sequence[StageResult], tables: Path | str | None = N
         )
         if result.budget_stopped:
             lines.append(f"{'':<10} {_budget_text(result)}")
+        lines.extend(f"{'':<10} {line}" for line in _failure_lines(result))
         if best:
             shown = {k: v for k, v in best.params.items() if k != REPEAT_KEY}
             lines.append(f"{'':<10} best config: " + ", ".join(f"{k}={v!r}" for k, v in sorted(shown.items())))

@@ -33,6 +33,7 @@ from psann.contract import (
     TUNE_EPOCH_KEYS,
     TUNE_FINAL_KEYS,
     TUNE_METRIC,
+    error_kind,
     smoothed_loss,
 )
 from psann.runconfig import apply_overrides, parse_run_config
@@ -50,7 +51,18 @@ _CARRIED_FILES = ("events.csv", "config_resolved.yaml", "metrics.json")
 
 
 class TrialRunError(RuntimeError):
-    """The trial's run failed; its metrics.json holds the traceback."""
+    """The trial's run failed; its metrics.json holds the traceback and the ``error_kind``.
+
+    The exception carries the kind too (``psann.contract.error_kind`` reads the attribute), so the
+    error Tune records says what kind of failure it wraps.
+    """
+
+    def __init__(self, message: str, error_kind: str | None = None) -> None:
+        super().__init__(message)
+        self.error_kind = error_kind
+
+    def __reduce__(self):  # it crosses process boundaries (Ray pickles a trial's error)
+        return (type(self), (str(self.args[0]) if self.args else "", self.error_kind))
 
 
 def torch_threads_for(cpu: float) -> int:
@@ -279,5 +291,7 @@ def hisso_trial(
     if result.status == RUN_SUCCESS:
         reporter.report_final(result.metrics)
     else:
+        kind = result.metrics.get("error_kind") or error_kind(result.status)
         error = (result.metrics.get("error") or result.status).strip().splitlines()
-        raise TrialRunError(f"run {result.status} in {run_dir}: {error[-1] if error else result.status}")
+        # The trial folder is in the outcome (stage_status.json); the message is the run's own last line.
+        raise TrialRunError(f"run {result.status} ({kind}): {error[-1] if error else result.status}", error_kind=kind)

@@ -172,3 +172,53 @@ def flaky_reward(actions: torch.Tensor, context: torch.Tensor, *, transition_pen
         Path(FLAKY_MARKER).write_text("failed once\n")
         raise RuntimeError("simulated crash of a trial (lost node)")
     return portfolio_reward(actions, context, transition_penalty=transition_penalty)
+
+
+# --- trial faults: one reward per kind of failure, selected per trial through the search space ----
+# Each fails on its FAULT_AFTER_CALLS + 1-th call in a trial (the first update of epoch 2: epoch 1
+# is 2 updates and 1 validation call), so every faulty trial has reported one epoch first.
+
+FAULT_AFTER_CALLS = 3
+
+
+def _fault_due(name: str) -> bool:
+    _CALLS[name] = _CALLS.get(name, 0) + 1
+    return _CALLS[name] > FAULT_AFTER_CALLS
+
+
+def raising_reward(actions: torch.Tensor, context: torch.Tensor, *, transition_penalty: float = 0.0) -> torch.Tensor:
+    """The portfolio reward, then an ordinary exception (error_kind ``exception``)."""
+    if _fault_due("raising"):
+        raise RuntimeError("simulated bug in a reward function")
+    return portfolio_reward(actions, context, transition_penalty=transition_penalty)
+
+
+def nan_reward(actions: torch.Tensor, context: torch.Tensor, *, transition_penalty: float = 0.0) -> torch.Tensor:
+    """The portfolio reward, then NaN rewards: the epoch loss is NaN (error_kind ``non_finite``)."""
+    reward = portfolio_reward(actions, context, transition_penalty=transition_penalty)
+    return reward * float("nan") if _fault_due("nan") else reward
+
+
+def oom_reward(actions: torch.Tensor, context: torch.Tensor, *, transition_penalty: float = 0.0) -> torch.Tensor:
+    """The portfolio reward, then torch's out-of-memory error, as CUDA raises it (``out_of_memory``)."""
+    if _fault_due("oom"):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated)")
+    return portfolio_reward(actions, context, transition_penalty=transition_penalty)
+
+
+def stuck_reward(actions: torch.Tensor, context: torch.Tensor, *, transition_penalty: float = 0.0) -> torch.Tensor:
+    """The portfolio reward, then a call that never returns: the hang rule stops it (``hung``)."""
+    if _fault_due("stuck"):
+        while True:
+            time.sleep(1.0)
+    return portfolio_reward(actions, context, transition_penalty=transition_penalty)
+
+
+FAULT_REWARDS = {
+    # reward named by the trial -> (its outcome, its error_kind)
+    "portfolio": ("SUCCESS", None),
+    "_sweep_helpers:raising_reward": ("ERROR", "exception"),
+    "_sweep_helpers:nan_reward": ("ERROR", "non_finite"),
+    "_sweep_helpers:oom_reward": ("ERROR", "out_of_memory"),
+    "_sweep_helpers:stuck_reward": ("HUNG", "hung"),
+}

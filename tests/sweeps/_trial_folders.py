@@ -18,8 +18,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from psann.contract import (EQUITY_COLUMNS, EVALUATION_FILE, EVALUATION_KEYS, EVENT_COLUMNS, METRICS_KEYS,
-                             equity_file)
+from psann.contract import (EQUITY_COLUMNS, EVALUATION_FILE, EVALUATION_KEYS, EVENT_COLUMNS, HUNG, METRICS_KEYS,
+                             UNFINISHED_STATUSES, equity_file, error_kind)
 
 START = datetime(2026, 11, 23, 18, 0, 0, tzinfo=timezone.utc)
 
@@ -41,6 +41,8 @@ class TrialSpec:
     portfolio: bool = True
     extra_metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    # metrics.json error_kind; None: the kind of `status` (error -> exception, interrupted, hung)
+    error_kind: str | None = None
     hung_last_events: str | None = None
     tune_files: bool = True  # params.json, result.json, progress.csv
     start_seconds: float = 0.0  # offset of run_start from 2026-11-23 18:00 UTC
@@ -52,6 +54,16 @@ class TrialSpec:
     def __post_init__(self) -> None:
         if self.losses is not None:
             self.epochs = len(self.losses)
+
+    def run_error_kind(self) -> str | None:
+        """metrics.json's error_kind: the one given, else the kind of the run's status."""
+        return self.error_kind or error_kind(self.status)
+
+    def outcome_error_kind(self) -> str | None:
+        """stage_status.json's error_kind: hung for HUNG, the run's for other unfinished outcomes."""
+        if self.outcome == HUNG:
+            return "hung"
+        return self.run_error_kind() if self.outcome in UNFINISHED_STATUSES else None
 
     def val_losses(self) -> list[float]:
         if self.losses is not None:
@@ -109,6 +121,7 @@ def metrics_for(spec: TrialSpec) -> dict[str, Any]:
             "best_buy_and_hold": {**pm(), "asset": 1},
         },
         "provenance": None,
+        "error_kind": spec.run_error_kind(),
         "error": spec.error,
     }
     assert set(metrics) == set(METRICS_KEYS), "synthetic metrics.json must follow the run contract"
@@ -262,7 +275,7 @@ def write_stage_status(stage_dir: Path, specs: list[TrialSpec], folders: list[Pa
     entries = [
         {"trial_id": s.trial_id, "trial_dir": f.name, "tune_status": s.tune_status,
          "outcome": s.outcome, "iterations": s.epochs, "node_id": "node-1",
-         "hung_last_events": s.hung_last_events, **s.runner}
+         "error_kind": s.outcome_error_kind(), "hung_last_events": s.hung_last_events, **s.runner}
         for s, f in zip(specs, folders) if s.outcome is not None
     ]
     (stage_dir / "stage_status.json").write_text(json.dumps(
