@@ -14,12 +14,14 @@ Ray or DuckDB (imported by the first filter, sort or SQL query).
 
 from ._best import BestTrial, best_trial_row, export_best, load_best
 from ._ingest import IngestReport, ingest_sweep
+from ._lock import IngestLockedError
 from ._query import load_equity, load_events, load_trials, query, sql, summarize_configs, summary
 from ._schema import TRIAL_STATUSES, SchemaConflictError
 from ._where import WhereError
 
 __all__ = [
     "BestTrial",
+    "IngestLockedError",
     "IngestReport",
     "SchemaConflictError",
     "TRIAL_STATUSES",

@@ -8,20 +8,19 @@ with a trial folder, DuckDB is missing); 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from psann.contract import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
 from psann.errors import ValidationError
 
 from ._best import export_best, exported_command as best_command
 from ._ingest import ingest_sweep
+from ._lock import DEFAULT_LOCK_TIMEOUT_S
 from ._query import CONFIG_COLUMNS, query, sql, summary
+from ._render import csv_text, format_table, json_text
 from ._schema import SchemaConflictError
 
 # Shown by `query --format table` when no --columns are given (the table has ~80 columns),
@@ -30,7 +29,6 @@ DEFAULT_TABLE_COLUMNS = (
     "stage", "trial_id", "status", "val_loss_smoothed", "val_loss", "best_epoch", "train_loss", "test_loss",
     "eval_split", "reward_mean", "throughput_eps_per_sec", "throughput_samples_per_sec", "duration_seconds",
 )
-_CELL_WIDTH = 40
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="read a sweep folder into <sweep>/tables/")
     p.add_argument("path", help="sweep folder (or a folder of run folders); local path or URI")
+    p.add_argument("--lock-timeout", type=float, default=DEFAULT_LOCK_TIMEOUT_S, metavar="SECONDS",
+                   help="wait this long for another ingest of the same (local) sweep to finish "
+                        f"(default {DEFAULT_LOCK_TIMEOUT_S:g}; 0: fail at once)")
 
     p = sub.add_parser("query", help="filter, sort and print a results table")
     p.add_argument("path", help="sweep folder that holds tables/ (or the tables folder)")
@@ -92,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "ingest":
-            report = ingest_sweep(args.path)
+            report = ingest_sweep(args.path, lock_timeout_s=args.lock_timeout)
             print(
                 f"{report.sweep}: {report.trials_added} trials added, {report.trials_updated} "
                 f"updated, {report.trials_removed} removed, {report.trials_unchanged} unchanged; "
@@ -112,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{best.checkpoint_epoch}) exported to {args.out}")
             print(f"rerun: {best_command(args.out)}")
             return EXIT_OK
-        if args.sql:
+        if args.sql is not None:
             used = [f"--{n}" for n in ("stage", "where", "sort", "top", "columns")
                     if getattr(args, n) not in (None, False)]
             used += ["--by-config"] if args.by_config else []
@@ -163,46 +164,8 @@ def _varying_params(table: pa.Table) -> list[str]:
 
 def _print(table: pa.Table, fmt: str) -> None:
     if fmt == "csv":
-        sink = pa.BufferOutputStream()
-        pacsv.write_csv(table, sink)
-        sys.stdout.write(sink.getvalue().to_pybytes().decode())
+        sys.stdout.write(csv_text(table))
     elif fmt == "json":
-        rows = [{k: _json_value(v) for k, v in row.items()} for row in table.to_pylist()]
-        sys.stdout.write(json.dumps(rows, indent=1) + "\n")
+        sys.stdout.write(json_text(table))
     else:
         sys.stdout.write(format_table(table) + "\n")
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return value
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    text = str(value).replace("\n", " ⏎ ")
-    return text if len(text) <= _CELL_WIDTH else text[: _CELL_WIDTH - 1] + "…"
-
-
-def format_table(table: pa.Table) -> str:
-    """A plain aligned text table (numbers right-aligned), with a row count footer."""
-    names = table.column_names
-    if not names:
-        return "(no columns)"
-    cells = [[_cell(v) for v in table[name].to_pylist()] for name in names]
-    numeric = [pa.types.is_integer(f.type) or pa.types.is_floating(f.type) for f in table.schema]
-    widths = [max([len(n)] + [len(c) for c in col]) for n, col in zip(names, cells)]
-    lines = ["  ".join(n.rjust(w) if num else n.ljust(w) for n, w, num in zip(names, widths, numeric)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    for i in range(table.num_rows):
-        lines.append("  ".join(
-            col[i].rjust(w) if num else col[i].ljust(w) for col, w, num in zip(cells, widths, numeric)
-        ).rstrip())
-    lines.append(f"({table.num_rows} row{'s' if table.num_rows != 1 else ''})")
-    return "\n".join(lines)

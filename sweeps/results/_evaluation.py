@@ -50,7 +50,7 @@ def evaluation_columns(
     info = files.get(C.EVALUATION_FILE)
     if info is None:
         return out
-    obj, problem = _store.read_json_object(fs, info.path, C.EVALUATION_FILE)
+    obj, problem = _store.read_json_object(fs, info.path, C.EVALUATION_FILE, notes)
     if problem is not None:
         notes.append(f"{problem}; eval_* columns left null")
         return out
@@ -73,7 +73,9 @@ def evaluation_columns(
             if name in S.KNOWN_TRIAL_TYPES:
                 notes.append(f"{C.EVALUATION_FILE} {key}: its column {name!r} is taken; left out")
             else:  # e.g. a reward strategy's own portfolio metric: an extra column, as in metrics.json
-                out[name] = S.scalar_value(value)
+                out[name], note = S.extra_value(value)
+                if note:
+                    notes.append(f"{C.EVALUATION_FILE} {key}: {note}; null")
     return out
 
 

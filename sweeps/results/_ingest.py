@@ -23,7 +23,9 @@ from psann.contract import INCOMPLETE
 
 from . import _schema as S
 from . import _store
-from ._trial import Stage, TrialSource, discover, fingerprint, read_sweep_settings, read_trial
+from ._lock import DEFAULT_LOCK_TIMEOUT_S, ingest_lock
+from ._trial import (Stage, SweepSettings, TrialRead, TrialSource, discover, fingerprint, read_sweep_settings,
+                     read_trial, trial_id_of)
 
 logger = logging.getLogger(__name__)
 
@@ -78,12 +80,16 @@ class IngestReport:
 
 
 def ingest_sweep(
-    sweep_path: str | os.PathLike, *, filesystem: pafs.FileSystem | None = None
+    sweep_path: str | os.PathLike, *, filesystem: pafs.FileSystem | None = None,
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
 ) -> IngestReport:
     """Read every trial folder of a sweep and (re)write `<sweep>/tables/{trials,events,equity}`.
 
     `sweep_path` is a sweep folder (stage folders of Tune trials), or a folder of plain run
     folders (stage "runs"); a local path, a pyarrow filesystem URI, or a path on `filesystem`.
+    On a local folder a second ingest of the same sweep waits for the first, up to
+    `lock_timeout_s` seconds, then raises IngestLockedError (a TimeoutError). A malformed file or
+    value never fails the ingest: it becomes null, or an INCOMPLETE trial, with a note.
 
     Example::
 
@@ -95,6 +101,13 @@ def ingest_sweep(
     info = fs.get_file_info(root)
     if info.type != pafs.FileType.Directory:
         raise FileNotFoundError(f"sweep folder {root!r} does not exist or is not a folder")
+    if isinstance(fs, pafs.LocalFileSystem):
+        with ingest_lock(_store.join(root, _store.TABLES_DIR), lock_timeout_s):
+            return _ingest(fs, root, started)
+    return _ingest(fs, root, started)
+
+
+def _ingest(fs: pafs.FileSystem, root: str, started: float) -> IngestReport:
     sweep = _store.basename(root)
     warnings: list[str] = []
     stages = discover(fs, root, warnings)
@@ -154,7 +167,7 @@ def ingest_sweep(
         to_read.extend(changed)
 
     with ThreadPoolExecutor(max_workers=_READ_WORKERS) as pool:
-        for src, read in zip(to_read, pool.map(lambda s: read_trial(fs, sweep, s, settings), to_read)):
+        for src, read in zip(to_read, pool.map(lambda s: _read_trial_safely(fs, sweep, s, settings), to_read)):
             plan = plans[src.stage]
             plan.rows.append(read.row)
             if read.events is not None:
@@ -228,6 +241,22 @@ def ingest_sweep(
         report.trials_unchanged, report.events_added, report.duration_seconds,
     )
     return report
+
+
+def _read_trial_safely(fs: pafs.FileSystem, sweep: str, src: TrialSource,
+                       settings: SweepSettings) -> TrialRead:
+    """read_trial, except that a problem it did not foresee makes the trial INCOMPLETE (with the
+    error in its row) instead of failing the whole sweep's ingest."""
+    try:
+        return read_trial(fs, sweep, src, settings)
+    except Exception as exc:  # noqa: BLE001 - one bad trial must never lose the sweep
+        logger.warning("%s/%s: could not be read (%r); kept as INCOMPLETE", src.stage, src.dir_name, exc)
+        reason = f"ingest could not read this trial ({type(exc).__name__}: {exc!s:.300})"
+        row = {"sweep": sweep, "stage": src.stage, "trial_id": trial_id_of(src), "trial_dir": src.dir_name,
+               "status": INCOMPLETE, "error": reason, "rank_window": settings.rank_window,
+               "search": settings.search, "max_epochs": src.max_epochs, "stage_status": src.stage_status,
+               "source_fingerprint": src.fingerprint, "ingest_notes": reason}
+        return TrialRead(row, None, None)
 
 
 # --------------------------------------------------------------------------- tables

@@ -7,6 +7,7 @@ val_loss_smoothed among SUCCESS and PRUNED trials, ties by (stage, trial_id), un
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Sequence
 
 import pyarrow as pa
@@ -141,7 +142,9 @@ def query(
             data = data.take(select_rows(data, table, where=where))
             where = None
         data, table = summarize_configs(data), "configs"
-    for name in columns or []:
+    for index, name in enumerate(columns or []):
+        if name in columns[:index]:
+            raise ValidationError("--columns", f"column {name!r} is named twice; name each column once")
         if name not in data.column_names:
             raise unknown_column("--columns", name, data.column_names, error=ValidationError)
     ranked_top = top is not None and not sort_keys and table == "trials"
@@ -179,17 +182,23 @@ def _ranking_order(trials: pa.Table) -> pa.Array:
 
 
 # Statement kinds that only read: SELECT (with FROM-first, DESCRIBE, SUMMARIZE, PIVOT, WITH) and
-# EXPLAIN. The tables are read-only; anything else is refused before it runs.
+# EXPLAIN of one of them. The tables are read-only; anything else is refused before it runs.
 _READING_STATEMENTS = ("SELECT", "EXPLAIN")
+_EXPLAIN = re.compile(r"\s*EXPLAIN\s+(?:ANALY[SZ]E\s+)?(.*)", re.IGNORECASE | re.DOTALL)
+# DuckDB types that Arrow carries only as opaque bytes (or without their offset): the result
+# holds DuckDB's own text of them instead.
+_TEXT_TYPES = ("BIGNUM", "VARINT", "BIT", "TIME WITH TIME ZONE")
+_ONLY_THE_TABLES = ("the query may read only the sweep's tables (trials, events, equity): reading "
+                    "or writing other files, URLs, databases and extensions is turned off")
 
 
 def sql(path: str | os.PathLike, statement: str, *,
         filesystem: pafs.FileSystem | None = None) -> pa.Table:
-    """Run one read-only DuckDB SQL query over the tables, exposed as `trials` and `events`.
+    """Run one read-only DuckDB SQL query over the tables, exposed as `trials`, `events`, `equity`.
 
-    Only a single SELECT (or EXPLAIN) is accepted, and it runs with external access disabled:
-    it reads the tables' own Parquet files and nothing else, and writes nothing. A bad
-    statement raises a ValidationError with key ``--sql``.
+    Only a single SELECT (or EXPLAIN of one) is accepted, and it runs with external access
+    disabled: it reads the tables' own Parquet files and nothing else, and writes nothing. A bad
+    statement, or a result with two columns of one name, raises a ValidationError with key ``--sql``.
 
     Example::
 
@@ -198,15 +207,7 @@ def sql(path: str | os.PathLike, statement: str, *,
     duckdb = import_duckdb()
     if not isinstance(statement, str):
         raise TypeError(f"an SQL statement must be a str, got {type(statement).__name__}")
-    try:
-        kinds = [_statement_kind(s) for s in duckdb.extract_statements(statement)]
-    except duckdb.Error as exc:
-        raise ValidationError("--sql", f"SQL statement failed: {first_line(exc)}") from None
-    if len(kinds) != 1:
-        raise ValidationError("--sql", f"expected one SQL statement, got {len(kinds)}")
-    if kinds[0] not in _READING_STATEMENTS:
-        raise ValidationError(
-            "--sql", f"only a SELECT reads the tables (they are read-only), not {kinds[0]}")
+    _check_reading_statement(duckdb, statement)
     fs, _ = _store.resolve(path, filesystem)
     datasets = {name: _dataset(path, name, filesystem) for name in TABLES}
     local = isinstance(fs, pafs.LocalFileSystem)
@@ -229,19 +230,79 @@ def sql(path: str | os.PathLike, statement: str, *,
                 connection.register(name, dataset)
         try:
             result = connection.sql(statement)
-            table = result.arrow() if result is not None else pa.table({})
+            if result is None:
+                return pa.table({})
+            _check_distinct_names(result.columns)
+            result = _with_text_of_duckdb_only_types(result)
+            table = result.arrow()
             # DuckDB >= 1.4 returns a RecordBatchReader here (errors surface as it is read),
             # older versions a Table.
             return table.read_all() if isinstance(table, pa.RecordBatchReader) else table
         except (duckdb.Error, pa.ArrowException) as exc:
-            raise ValidationError("--sql", f"SQL statement failed: {first_line(exc)}") from None
+            reason = f"SQL statement failed: {first_line(exc)}"
+            if isinstance(exc, getattr(duckdb, "PermissionException", ())):
+                reason += f"; {_ONLY_THE_TABLES}"
+            raise ValidationError("--sql", reason) from None
     finally:
         connection.close()
+
+
+def _check_reading_statement(duckdb: Any, statement: str) -> None:
+    """Refuse anything but one SELECT (or EXPLAIN of one), before the tables are opened."""
+    empty = ValidationError("--sql", "the statement is empty; write a query such as "
+                                     "\"SELECT stage, count(*) FROM trials GROUP BY stage\"")
+    if not statement.strip():
+        raise empty
+    try:
+        parsed = duckdb.extract_statements(statement)
+    except duckdb.Error as exc:
+        raise ValidationError("--sql", f"SQL statement failed: {first_line(exc)}") from None
+    if not parsed:  # only comments
+        raise empty
+    if len(parsed) != 1:
+        raise ValidationError("--sql", f"expected one SQL statement, got {len(parsed)}")
+    kind = _statement_kind(parsed[0])
+    if kind == "MULTI":  # DuckDB runs a PIVOT without an IN list as two statements
+        raise ValidationError(
+            "--sql", "this statement runs several statements (a PIVOT without an IN list does); "
+                     "list the values to pivot on: PIVOT trials ON status IN ('SUCCESS', 'ERROR') "
+                     "USING count(*)")
+    if kind not in _READING_STATEMENTS:
+        raise ValidationError(
+            "--sql", f"only a SELECT reads the tables (they are read-only), not {kind}; {_ONLY_THE_TABLES}")
+    if kind == "EXPLAIN":
+        match = _EXPLAIN.match(getattr(parsed[0], "query", "") or "")
+        inner = [] if match is None else duckdb.extract_statements(match.group(1))
+        if len(inner) != 1 or _statement_kind(inner[0]) != "SELECT":
+            explained = _statement_kind(inner[0]) if len(inner) == 1 else "that statement"
+            raise ValidationError(
+                "--sql", f"EXPLAIN explains a SELECT here, not {explained}; {_ONLY_THE_TABLES}")
 
 
 def _statement_kind(statement: object) -> str:
     kind = getattr(statement, "type", None)
     return str(getattr(kind, "name", kind)).upper()
+
+
+def _check_distinct_names(columns: Sequence[str]) -> None:
+    """A result with two columns of one name cannot be printed as JSON or used as a table."""
+    seen: set[str] = set()
+    for name in columns:
+        if name in seen:
+            raise ValidationError(
+                "--sql", f"the result has more than one column named {name!r}; give each its own "
+                         f"name with AS (e.g. t.{name} AS {name}_1), or select USING (...) in a join")
+        seen.add(name)
+
+
+def _with_text_of_duckdb_only_types(relation: Any) -> Any:
+    """``relation`` with its BIGNUM, BIT and TIMETZ columns cast to DuckDB's text of them."""
+    kinds = [str(t).upper() for t in relation.types]
+    if not any(kind in _TEXT_TYPES for kind in kinds):
+        return relation
+    terms = [f"CAST({quote_identifier(c)} AS VARCHAR) AS {quote_identifier(c)}" if kind in _TEXT_TYPES
+             else quote_identifier(c) for c, kind in zip(relation.columns, kinds)]
+    return relation.project(", ".join(terms))
 
 
 def summary(path: str | os.PathLike, *, filesystem: pafs.FileSystem | None = None) -> pa.Table:

@@ -21,8 +21,8 @@ from psann.provenance import PROVENANCE_FIELDS
 
 # Bumped whenever ingest derives different rows from the same files, so that older tables are
 # re-read instead of being kept as "unchanged".
-FORMAT_VERSION = "3"  # 2: val_loss_smoothed, config_id, repeat, search, eval_*, the equity table;
-# 3: provenance_* and stage_status
+FORMAT_VERSION = "4"  # 2: val_loss_smoothed, config_id, repeat, search, eval_*, the equity table;
+# 3: provenance_* and stage_status; 4: error_kind, malformed values as null plus a note
 
 # Re-exported for readers of this package (sweeps.results.TRIAL_STATUSES); defined in the contract.
 TRIAL_STATUSES = C.TRIAL_STATUSES
@@ -71,6 +71,17 @@ PROVENANCE_COLUMNS: tuple[tuple[str, pa.DataType], ...] = tuple(
 METRIC_COLUMNS: tuple[tuple[str, pa.DataType], ...] = tuple(
     column for column in _typed(C.METRIC_COLUMNS) if not column[0].startswith("provenance_")
 ) + PROVENANCE_COLUMNS
+# metrics.json "error_kind" (psann.contract.ERROR_KINDS), typed here whether or not the contract
+# lists it yet, so that tables have the column either way.
+if "error_kind" not in dict(METRIC_COLUMNS):
+    METRIC_COLUMNS += (("error_kind", STR),)
+ERROR_KINDS: tuple[str, ...] = tuple(getattr(C, "ERROR_KINDS", ()))  # empty: any string accepted
+
+# Parquet and Arrow integers are 64-bit; a larger JSON integer becomes null plus a note.
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+# JSON nested deeper than this (below the file's top level) becomes null plus a note: a metric
+# or parameter is never that deep, and flattening it would exhaust the interpreter's stack.
+MAX_JSON_DEPTH = 32
 METRICS_KEY_COLUMNS = {"status": "run_status", "error": "error"}
 
 # Columns every trials table starts with, in order.
@@ -206,6 +217,8 @@ def coerce_known(value: Any, type_: pa.DataType) -> tuple[Any, str | None]:
             return float(value), None
     elif type_ == I64:
         if isinstance(value, int) and not isinstance(value, bool):
+            if not INT64_MIN <= value <= INT64_MAX:
+                return None, f"integer {_short_int(value)} is beyond int64"
             return value, None
         if isinstance(value, float) and math.isfinite(value) and value.is_integer():
             return int(value), None
@@ -226,6 +239,59 @@ def coerce_known(value: Any, type_: pa.DataType) -> tuple[Any, str | None]:
             # A time without an offset is read as UTC, as the run contract writes UTC.
             return (stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)), None
     return None, f"expected {type_}, got {type(value).__name__} {value!r:.60}"
+
+
+def _short_int(value: int) -> str:
+    text = str(value)
+    return text if len(text) <= 24 else f"{text[:10]}...({len(text)} digits)"
+
+
+def storable(value: Any) -> tuple[Any, str | None]:
+    """``value`` if Arrow can store it in a column of its inferred type, else (None, why not).
+
+    Catches what JSON allows and Arrow does not: integers beyond int64 and strings that are not
+    valid UTF-8 (a lone surrogate escape such as ``"\\ud800"``).
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not INT64_MIN <= value <= INT64_MAX:
+            return None, f"integer {_short_int(value)} is beyond int64"
+    elif isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return None, f"text {value!r:.60} is not valid UTF-8"
+    return value, None
+
+
+_NON_FINITE_TEXT = frozenset({"nan", "-nan", "+nan", "inf", "-inf", "+inf", "infinity", "-infinity", "+infinity"})
+
+
+def extra_value(value: Any) -> tuple[Any, str | None]:
+    """A value of a column outside the contract (type inferred across trials): scalar_value,
+    except that text spelling a non-finite number ("NaN", "Infinity") is null with a reason, so
+    that one trial writing NaN as a string does not make its column conflict with the others."""
+    if isinstance(value, str) and value.strip().lower() in _NON_FINITE_TEXT:
+        return None, f"{value!r} is text, not a number"
+    return scalar_value(value), None
+
+
+def clip_depth(obj: Any, limit: int = MAX_JSON_DEPTH) -> tuple[Any, list[str]]:
+    """``obj`` with every container nested deeper than ``limit`` replaced by None, and the dotted
+    paths replaced (iterative, so any depth json.loads returned is safe)."""
+    clipped: list[str] = []
+
+    def walk(node: Any, path: str, depth: int) -> Any:
+        # Recursion is bounded by `limit`: a deeper container is cut before it is entered.
+        if isinstance(node, (dict, list)) and depth >= limit:
+            clipped.append(path or "(top level)")
+            return None
+        if isinstance(node, dict):
+            return {k: walk(v, f"{path}.{k}" if path else str(k), depth + 1) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(node)]
+        return node
+
+    return walk(obj, "", 0), clipped
 
 
 def unify_columns(

@@ -8,6 +8,7 @@ Hidden names (leading ".") are skipped by pyarrow.dataset and DuckDB's hive disc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -62,8 +63,14 @@ def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
         return stream.read()
 
 
-def read_json_object(fs: pafs.FileSystem, path: str, name: str) -> tuple[dict | None, str | None]:
-    """(the JSON object in a file, None) or (None, what is wrong with it, naming the file as `name`)."""
+def read_json_object(fs: pafs.FileSystem, path: str, name: str,
+                     notes: list[str] | None = None) -> tuple[dict | None, str | None]:
+    """(the JSON object in a file, None) or (None, what is wrong with it, naming the file as `name`).
+
+    Containers nested deeper than _schema.MAX_JSON_DEPTH become null, with a note in `notes`.
+    """
+    from ._schema import MAX_JSON_DEPTH, clip_depth
+
     try:
         data = read_bytes(fs, path)
     except OSError as exc:
@@ -76,8 +83,14 @@ def read_json_object(fs: pafs.FileSystem, path: str, name: str) -> tuple[dict | 
         return None, f"{name} is not UTF-8 ({exc})"
     except json.JSONDecodeError as exc:
         return None, f"{name} is not valid JSON ({exc}; half-written?)"
+    except RecursionError:
+        return None, f"{name} is nested too deeply to read"
     if not isinstance(obj, dict):
         return None, f"{name} is not a JSON object (got {type(obj).__name__})"
+    obj, clipped = clip_depth(obj)
+    if clipped and notes is not None:
+        shown = ", ".join(clipped[:3]) + (f" and {len(clipped) - 3} more" if len(clipped) > 3 else "")
+        notes.append(f"{name} {shown}: nested deeper than {MAX_JSON_DEPTH} levels; null")
     return obj, None
 
 
@@ -175,16 +188,24 @@ def write_partition(
     fs.create_dir(table_dir, recursive=True)
     tmp = join(table_dir, f".{partition_dir_name(stage)}.tmp-{token}")
     if table is not None and table.num_rows:
-        ds.write_dataset(
-            table,
-            tmp,
-            format="parquet",
-            filesystem=fs,
-            basename_template="part-{i}.parquet",
-            file_options=ds.ParquetFileFormat().make_write_options(compression="zstd"),
-            max_rows_per_group=1 << 17,  # several row groups: parallel decoding on read
-            existing_data_behavior="error",
-        )
+        try:
+            ds.write_dataset(
+                table,
+                tmp,
+                format="parquet",
+                filesystem=fs,
+                basename_template="part-{i}.parquet",
+                file_options=ds.ParquetFileFormat().make_write_options(compression="zstd"),
+                max_rows_per_group=1 << 17,  # several row groups: parallel decoding on read
+                existing_data_behavior="error",
+            )
+        except BaseException:
+            # A full disk, a bad value, Ctrl-C: leave nothing behind (the next ingest would
+            # remove it too, but a failed write should not need one).
+            with contextlib.suppress(OSError):
+                if is_dir(fs, tmp):
+                    fs.delete_dir(tmp)
+            raise
     else:
         tmp = None
     old = None
@@ -239,16 +260,90 @@ def read_csv_table(
         skipped.append(row.number if row.number is not None else -1)
         return "skip"
 
-    try:
-        table = pacsv.read_csv(
+    def read(options: pacsv.ConvertOptions) -> pa.Table:
+        skipped.clear()
+        return pacsv.read_csv(
             pa.py_buffer(data),
             read_options=pacsv.ReadOptions(use_threads=False, block_size=max(1 << 20, 2 * len(data))),
             parse_options=pacsv.ParseOptions(newlines_in_values=newlines_in_values, invalid_row_handler=skip),
-            convert_options=convert,
+            convert_options=options,
         )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+
+    try:
+        table = read(convert)
+    except pa.ArrowInvalid:
+        # One value that does not fit its column (a word in a number column, bytes that are not
+        # UTF-8) fails the whole read: read every column as bytes and convert value by value.
+        try:
+            table = _read_leniently(read, data, name, notes, convert)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            notes.append(f"{name} unreadable ({str(exc).splitlines()[0]})")
+            return None
+    except pa.ArrowNotImplementedError as exc:
         notes.append(f"{name} unreadable ({str(exc).splitlines()[0]})")
         return None
     if skipped:
         notes.append(f"{name}: skipped {len(skipped)} malformed row(s) (half-written line?)")
     return table
+
+
+def _read_leniently(read: Any, data: bytes, name: str, notes: list[str],
+                    convert: pacsv.ConvertOptions) -> pa.Table:
+    """The CSV with each value that does not fit its column's type (or is not UTF-8) as null,
+    and a note per column naming the rows. Columns without a declared type become int64,
+    double or string, the first that holds every value (pyarrow's inference, less dates)."""
+    header = pacsv.read_csv(pa.py_buffer(data), read_options=pacsv.ReadOptions(
+        use_threads=False, skip_rows_after_names=(1 << 31) - 1, encoding="latin-1"))
+    names = header.column_names  # latin-1 decodes any bytes: the names are only used to type columns
+    declared = dict(convert.column_types)
+    as_bytes = pacsv.ConvertOptions(
+        column_types={n: pa.binary() for n in names}, null_values=convert.null_values,
+        strings_can_be_null=True, quoted_strings_can_be_null=True)
+    raw = read(as_bytes)
+    columns = {}
+    for column_name in raw.column_names:
+        values = raw[column_name].to_pylist()
+        texts: list[str | None] = []
+        bad: list[int] = []
+        for row, value in enumerate(values):
+            try:
+                texts.append(None if value is None else value.decode("utf-8"))
+            except UnicodeDecodeError:
+                texts.append(None)
+                bad.append(row + 1)
+        if bad:
+            notes.append(f"{name} column {column_name!r}: {_rows(bad)} not UTF-8; null")
+        strings = pa.array(texts, pa.string())
+        type_ = declared.get(column_name)
+        if type_ is None:
+            for candidate in (pa.int64(), pa.float64()):
+                try:
+                    strings = strings.cast(candidate)
+                    break
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    continue
+            columns[column_name] = strings
+            continue
+        try:
+            columns[column_name] = strings.cast(type_)
+            continue
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+        fitted, misfits = [], []
+        for row, text in enumerate(texts):
+            try:
+                fitted.append(None if text is None else pa.array([text]).cast(type_)[0].as_py())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                fitted.append(None)
+                misfits.append((row + 1, text))
+        shown = ", ".join(f"{text!r:.30}" for _, text in misfits[:3])
+        notes.append(f"{name} column {column_name!r}: {_rows([r for r, _ in misfits])} not "
+                     f"{type_} ({shown}); null")
+        columns[column_name] = pa.array(fitted, type_)
+    return pa.table(columns)
+
+
+def _rows(numbers: list[int]) -> str:
+    """ "row 3" / "rows 3, 7, 9 and 4 more" (1-based data rows, the header not counted)."""
+    shown = ", ".join(map(str, numbers[:5])) + (f" and {len(numbers) - 5} more" if len(numbers) > 5 else "")
+    return f"row{'s' if len(numbers) > 1 else ''} {shown}"

@@ -28,6 +28,7 @@ import pyarrow.fs as pafs
 
 from psann import contract as C
 from psann.contract import ERROR, HUNG, INCOMPLETE, flatten_keys
+from psann.errors import short_repr
 
 from . import _schema as S
 from . import _store
@@ -129,7 +130,7 @@ def read_sweep_settings(fs: pafs.FileSystem, root: str, warnings: list[str]) -> 
     path = _store.join(root, SWEEP_FILE)
     if fs.get_file_info(path).type != pafs.FileType.File:
         return SweepSettings()
-    obj, problem = _store.read_json_object(fs, path, SWEEP_FILE)
+    obj, problem = _store.read_json_object(fs, path, SWEEP_FILE, warnings)
     if problem is not None:
         message = f"{path}: {problem}; rank_window {C.RANK_WINDOW} and search {DEFAULT_SEARCH!r} assumed"
         logger.warning(message)
@@ -175,41 +176,49 @@ def _skipped(name: str) -> bool:
 def _apply_stage_status(
     fs: pafs.FileSystem, stage: Stage, path: str, warnings: list[str]
 ) -> None:
-    try:
-        status = json.loads(_store.read_bytes(fs, path))
-        entries = status.get("trials") or []
-        max_epochs = status.get("max_epochs")
-        stage_status = status.get("status")
-        if not isinstance(entries, list):
-            raise ValueError("'trials' is not a list")
-    except (ValueError, AttributeError, UnicodeDecodeError) as exc:
-        message = f"{path}: unreadable stage_status.json ({exc}); runner outcomes ignored"
+    status, problem = _store.read_json_object(fs, path, "stage_status.json", warnings)
+    entries = [] if status is None else status.get("trials") or []
+    if problem is None and not isinstance(entries, list):
+        problem = f"'trials' is not a list (got {type(entries).__name__})"
+    if problem is not None:
+        message = f"{path}: unreadable stage_status.json ({problem}); runner outcomes ignored"
         logger.warning(message)
         warnings.append(message)
         return
+    max_epochs = status.get("max_epochs")
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or S.storable(max_epochs)[1]:
+        if max_epochs is not None:
+            warnings.append(f"{path}: max_epochs must be an int, got {short_repr(max_epochs)}; null")
+        max_epochs = None
     # The stage's own status (e.g. a stage stopped by a GPU budget) is carried as written.
-    stage_status = None if stage_status is None else str(stage_status)
+    stage_status = status.get("status")
+    stage_status = None if stage_status is None else S.storable(str(stage_status))[0]
     for src in stage.sources:
         src.stage_status = stage_status
     by_dir = {s.dir_name: s for s in stage.sources}
-    for entry in entries:
+    for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
+            warnings.append(f"{path}: trials[{index}] is not an object (got {short_repr(entry)}); ignored")
             continue
-        dir_name = entry.get("trial_dir") or ""
-        src = by_dir.get(dir_name)
-        if src is None:
-            tid = entry.get("trial_id")
-            src = next((s for s in stage.sources if tid and tid in s.dir_name), None)
+        dir_name, tid = entry.get("trial_dir"), entry.get("trial_id")
+        if not isinstance(dir_name, (str, type(None))) or not isinstance(tid, (str, type(None))) \
+                or not (dir_name or tid) or any(S.storable(v)[1] for v in (dir_name, tid)):
+            warnings.append(f"{path}: trials[{index}] needs trial_dir or trial_id as text, got "
+                            f"trial_dir {short_repr(dir_name)}, trial_id {short_repr(tid)}; ignored")
+            continue
+        src = by_dir.get(dir_name or "")
+        if src is None and tid:
+            src = next((s for s in stage.sources if tid in s.dir_name), None)
         if src is None:
             # Listed by the runner but no folder on disk: keep it visible as a row.
             src = TrialSource(
-                stage.name, dir_name or str(entry.get("trial_id")), "", {}, folder_missing=True,
+                stage.name, dir_name or tid, "", {}, folder_missing=True,
                 stage_status=stage_status,
             )
             stage.sources.append(src)
             by_dir[src.dir_name] = src
         src.runner = entry
-        src.max_epochs = max_epochs if isinstance(max_epochs, int) else None
+        src.max_epochs = max_epochs
 
 
 def fingerprint(sweep: str, src: TrialSource, settings: SweepSettings = SweepSettings()) -> str:
@@ -232,14 +241,13 @@ def read_trial(
 ) -> TrialRead:
     notes: list[str] = []
     runner = src.runner or {}
-    trial_id = runner.get("trial_id") or _tune_trial_id(src.dir_name) or src.dir_name
     row: dict[str, Any] = {
         "sweep": sweep,
         "stage": src.stage,
-        "trial_id": str(trial_id),
+        "trial_id": trial_id_of(src),
         "trial_dir": src.dir_name,
         "tune_status": _str_or_none(runner.get("tune_status")),
-        "iterations": runner.get("iterations") if isinstance(runner.get("iterations"), int) else None,
+        "iterations": _int_or_none(runner.get("iterations"), "iterations", notes),
         "node_id": _str_or_none(runner.get("node_id")),
         "hung_last_events": _str_or_none(runner.get("hung_last_events")),
         "max_epochs": src.max_epochs,
@@ -256,8 +264,9 @@ def read_trial(
     row.update(params_columns)
     row.update(configuration(params, runner, notes))
     row["search"] = settings.search
-    metrics, problem = _read_metrics(fs, src)
+    metrics, problem = _read_metrics(fs, src, notes)
     metrics_error = _apply_metrics(row, metrics, notes)
+    row["error_kind"] = _error_kind(row.get("error_kind"), runner, notes)
     if isinstance(metrics.get("provenance"), dict) and row["provenance_git_commit"] is None \
             and settings.git_commit is not None:
         # The trial could not ask git where it ran; the code is the driver's (sweep.json).
@@ -298,8 +307,49 @@ def read_trial(
         for name, value in (("sweep", sweep), ("stage", src.stage), ("trial_id", row["trial_id"])):
             events = events.append_column(name, pa.array([value] * n, S.STR))
     equity = equity_table(fs, sweep, src.stage, row["trial_id"], src.files, notes)
+    row = _storable_row(row, notes)
     row["ingest_notes"] = "; ".join(notes) if notes else None
     return TrialRead(row, events, equity)
+
+
+def _storable_row(row: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """``row`` with every value Arrow cannot store (an integer beyond int64, text that is not
+    UTF-8) set to null, and every column name that is not UTF-8 dropped, each with a note."""
+    out: dict[str, Any] = {}
+    for name, value in row.items():
+        if S.storable(name)[1]:
+            notes.append(f"key {name!r:.60} is not valid UTF-8; left out")
+            continue
+        out[name], problem = S.storable(value)
+        if problem:
+            notes.append(f"{name}: {problem}; null")
+    return out
+
+
+def _int_or_none(value: Any, key: str, notes: list[str]) -> int | None:
+    """A stage_status.json integer; anything else is null with a note."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    notes.append(f"stage_status.json {key}: expected an int, got {short_repr(value)}; null")
+    return None
+
+
+def _error_kind(from_metrics: Any, runner: dict[str, Any], notes: list[str]) -> str | None:
+    """error_kind: the runner's (stage_status.json) when it has one, as its outcome wins, else
+    metrics.json's; a value outside psann.contract.ERROR_KINDS is null with a note."""
+    kinds = {}
+    for source, value in (("metrics.json", from_metrics), ("stage_status.json", runner.get("error_kind"))):
+        if value is None:
+            continue
+        if not isinstance(value, str) or (S.ERROR_KINDS and value not in S.ERROR_KINDS):
+            allowed = ", ".join(S.ERROR_KINDS) or "text"
+            notes.append(f"{source} error_kind: expected one of {allowed}, got {short_repr(value)}; null")
+            continue
+        kinds[source] = value
+    if len(set(kinds.values())) > 1:
+        notes.append(f"stage_status.json error_kind {kinds['stage_status.json']!r} differs from "
+                     f"{kinds['metrics.json']!r} of metrics.json; the runner's kept")
+    return kinds.get("stage_status.json", kinds.get("metrics.json"))
 
 
 def _resolve_status(
@@ -325,6 +375,12 @@ def _resolve_status(
     return status, None
 
 
+def trial_id_of(src: TrialSource) -> str:
+    """The runner's trial_id, else Tune's id in the folder name, else the folder name."""
+    runner = src.runner or {}
+    return str(runner.get("trial_id") or _tune_trial_id(src.dir_name) or src.dir_name)
+
+
 def _tune_trial_id(dir_name: str) -> str | None:
     match = _TUNE_TRIAL_ID.search(dir_name)
     return match.group(1) if match else None
@@ -341,11 +397,11 @@ def _read_text(fs: pafs.FileSystem, path: str) -> str | None:
         return None
 
 
-def _read_metrics(fs: pafs.FileSystem, src: TrialSource) -> tuple[dict, str | None]:
+def _read_metrics(fs: pafs.FileSystem, src: TrialSource, notes: list[str]) -> tuple[dict, str | None]:
     info = src.files.get("metrics.json")
     if info is None:
         return {}, "metrics.json missing"
-    obj, problem = _store.read_json_object(fs, info.path, "metrics.json")
+    obj, problem = _store.read_json_object(fs, info.path, "metrics.json", notes)
     return (obj or {}), problem
 
 
@@ -362,7 +418,9 @@ def _apply_metrics(row: dict[str, Any], metrics: dict, notes: list[str]) -> str 
                 notes.append(f"metrics.json {key}: {note}")
         elif value is not None:
             name = key if key not in S.KNOWN_TRIAL_TYPES and not key.startswith("params_") else f"metric_{key}"
-            row[name] = S.scalar_value(value)
+            row[name], note = S.extra_value(value)
+            if note:
+                notes.append(f"metrics.json {key}: {note}; null")
     return None if error is None else str(error)
 
 
@@ -374,7 +432,7 @@ def _read_params(
     The repeat index (psann.contract.REPEAT_KEY) is not a parameter: it has its own column.
     """
     if "params.json" in src.files:
-        obj, problem = _store.read_json_object(fs, src.files["params.json"].path, "params.json")
+        obj, problem = _store.read_json_object(fs, src.files["params.json"].path, "params.json", notes)
         sampled = obj
     elif "config_resolved.yaml" in src.files:
         obj, problem = _read_yaml(fs, src.files["config_resolved.yaml"].path)

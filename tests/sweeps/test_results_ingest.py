@@ -7,6 +7,7 @@ import os
 import shutil
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pytest
@@ -308,16 +309,17 @@ def test_half_written_events_line_is_skipped_and_noted(sweep):
     assert "skipped 1 malformed row" in row["ingest_notes"]
 
 
-def test_unparseable_events_csv_keeps_the_trial_and_notes_why(sweep):
+def test_mistyped_events_csv_value_is_null_with_a_note_and_the_rows_are_kept(sweep):
     path = next((sweep / "hisso").glob("*bbbbb_00001*")) / "events.csv"
     lines = path.read_text().splitlines()
     lines[4] = lines[4].replace(",hisso,1,", ",hisso,one,")
     path.write_text("\n".join(lines) + "\n")
     ingest_sweep(sweep)
     row = by_id(load_trials(sweep))["bbbbb_00001"]
-    assert row["status"] == "SUCCESS" and row["events_count"] is None
-    assert "events.csv unreadable" in row["ingest_notes"]
-    assert "bbbbb_00001" not in load_events(sweep)["trial_id"].to_pylist()
+    assert row["status"] == "SUCCESS" and row["events_count"] == len(lines) - 1
+    assert "events.csv column 'epoch': row 4 not int64 ('one'); null" in row["ingest_notes"]
+    events = load_events(sweep).filter(pc.equal(load_events(sweep)["trial_id"], "bbbbb_00001"))
+    assert events["epoch"].to_pylist()[3] is None and events["epoch"].to_pylist()[4] == 2
 
 
 def test_new_metric_in_later_trials_extends_the_schema(sweep):

@@ -288,7 +288,7 @@ def test_cli_bad_input_goes_to_stderr_with_exit_code_2(sweep, tmp_path):
 def test_cli_failure_exit_code_is_1_and_interrupt_is_130(sweep, monkeypatch):
     from sweeps.results import _cli
 
-    def conflict(path):
+    def conflict(path, **kwargs):
         raise _cli.SchemaConflictError("column 'x' is a number in one trial and a string in another")
 
     monkeypatch.setattr(_cli, "ingest_sweep", conflict)

@@ -477,17 +477,18 @@ def test_equity_rows_follow_their_trial_folder(tmp_path):
     assert ingest_sweep(sweep).equity_added == 0
 
 
-def test_a_bad_equity_csv_is_noted_and_the_others_kept(tmp_path):
+def test_a_bad_equity_value_is_null_with_a_note_and_the_others_kept(tmp_path):
     sweep, _ = evaluated_sweep(tmp_path)
     folder = next((sweep / "tuned").glob("*eeeee_00001*"))
     (folder / "equity_val.csv").write_text("step,policy,equal_weight,best_buy_and_hold\nzero,1,1,1\n")
     (folder / "equity_test.csv").write_text("step,policy\n0,1.01\n1,1.02\n")
     ingest_sweep(sweep)
     row = by_id(load_trials(sweep))["eeeee_00001"]
-    assert "equity_val.csv unreadable" in row["ingest_notes"]
+    assert "equity_val.csv column 'step': row 1 not int64 ('zero'); null" in row["ingest_notes"]
     assert "equity_test.csv lacks column(s) equal_weight, best_buy_and_hold" in row["ingest_notes"]
     rows = [r for r in load_equity(sweep).to_pylist() if r["trial_id"] == "eeeee_00001"]
-    assert [(r["split"], r["policy"], r["equal_weight"]) for r in rows] == [("test", 1.01, None), ("test", 1.02, None)]
+    assert [(r["split"], r["step"], r["policy"], r["equal_weight"]) for r in rows] == [
+        ("test", 0, 1.01, None), ("test", 1, 1.02, None), ("val", None, 1.0, 1.0)]
 
 
 @needs_duckdb
