@@ -22,7 +22,7 @@ from typing import Sequence
 import torch
 
 from psann._imports import trust
-from psann.contract import EXIT_BAD_INPUT, EXIT_INTERRUPTED, baseline_verdict
+from psann.contract import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, baseline_verdict
 from psann.errors import ValidationError
 from psann.names import NAME_MAX, check_folder_name, check_output_dir
 from psann.data import regime_market_dataset, toy_hisso_dataset
@@ -126,21 +126,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     run_name = args.run_name or f"{args.config.stem}-{stamp}"
-    run_dir = prepare_run_dir(args.output_dir, run_name)
-    with contextlib.ExitStack() as watched:
-        if args.hang_timeout is not None:
-            # The clock starts with the run; a hung run never returns from here (psann.watchdog).
-            watched.enter_context(RunWatchdog(run_dir, args.hang_timeout, flag="--hang-timeout"))
-        result = execute_run(
-            config,
-            run_dir,
-            dataset=dataset,
-            device=args.device,
-            seed=args.seed,
-            keep_checkpoints=args.keep_checkpoints or None,
-            console=True,
-            verbose=args.verbose,
-        )
+    try:
+        run_dir = prepare_run_dir(args.output_dir, run_name)
+        with contextlib.ExitStack() as watched:
+            if args.hang_timeout is not None:
+                # The clock starts with the run; a hung run never returns from here (psann.watchdog).
+                watched.enter_context(RunWatchdog(run_dir, args.hang_timeout, flag="--hang-timeout"))
+            result = execute_run(
+                config,
+                run_dir,
+                dataset=dataset,
+                device=args.device,
+                seed=args.seed,
+                keep_checkpoints=args.keep_checkpoints or None,
+                console=True,
+                verbose=args.verbose,
+            )
+    except OSError as exc:
+        # The storage failed under the run (a full disk, a quota, a folder made read-only): the run
+        # cannot even record its failure. Every file is written atomically, so what was written
+        # before is intact; say so in one line. An empty run folder is removed.
+        return _storage_failure(exc, locals().get("run_dir"))
     portfolio = result.metrics.get("portfolio") or {}
     verdict = baseline_verdict(*(  # a plain line, so nobody reads it off the signs of numbers
         (portfolio.get(name) or {}).get("log_return") for name in ("policy", "equal_weight", "best_buy_and_hold")),
@@ -149,6 +155,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(verdict)
     print(f"{result.status}: {result.run_dir}")  # always the last line
     return result.exit_code
+
+
+def _storage_failure(exc: OSError, run_dir: Path | None) -> int:
+    where = exc.filename or run_dir or "the output folder"
+    print(f"error: cannot write {where}: {exc.strerror or exc} (errno {exc.errno}); files written before are intact",
+          file=sys.stderr)
+    if run_dir is not None:
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()  # only when empty
+    return EXIT_FAILURE
 
 
 if __name__ == "__main__":
