@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from psann import PSANNRegressor, ResPSANNRegressor, WaveResNetRegressor
+from psann.errors import ValidationError
 from psann.estimators._persistence import FORMAT_VERSION
 
 
@@ -93,8 +94,9 @@ def test_corrupt_metadata_is_a_clear_error(fitted_dense):
     with pytest.raises(ValueError, match=r"metadata.json is corrupt \(not valid JSON"):
         PSANNRegressor.load(path)
     (path / "metadata.json").write_text('{"params": {}}')
-    with pytest.raises(ValueError, match="missing 'format_version' or 'class'"):
+    with pytest.raises(ValidationError) as err:
         PSANNRegressor.load(path)
+    assert err.value.key == "metadata.json: format_version" and "missing" in err.value.reason
 
 
 def test_truncated_weights_are_a_clear_error(fitted_dense):
