@@ -8,7 +8,7 @@ What is read, per trial folder (docs/run_outputs.md is the contract):
 - config_resolved.yaml: only for plain run folders without params.json, as their parameters;
 - <stage>/stage_status.json: the sweep runner's verdict per trial, and the stage's own status;
 - <sweep>/sweep.json: the ranking window, the search algorithm and the driver's git facts
-  (provenance), once per sweep.
+  (provenance), once per sweep (both parsed in _stage_status).
 Nothing here raises on a bad file: problems become an INCOMPLETE status or an ingest note.
 """
 
@@ -34,6 +34,12 @@ from . import _schema as S
 from . import _store
 from ._evaluation import equity_files, equity_table, evaluation_columns
 from ._ranking import configuration, ranking_value
+from ._stage_status import DEFAULT_SEARCH, SWEEP_FILE, SweepSettings, _apply_stage_status, read_sweep_settings
+
+# SWEEP_FILE, DEFAULT_SEARCH, SweepSettings and read_sweep_settings live in _stage_status; they are
+# still importable from here.
+__all__ = ["DEFAULT_SEARCH", "FINGERPRINT_FILES", "RUNS_STAGE", "RUN_FILES", "SWEEP_FILE", "Stage", "SweepSettings",
+           "TrialRead", "TrialSource", "discover", "fingerprint", "read_sweep_settings", "read_trial", "trial_id_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,22 +47,8 @@ RUN_FILES = frozenset({"metrics.json", "events.csv", "config_resolved.yaml", "pa
 FINGERPRINT_FILES = ("metrics.json", "events.csv", "params.json", "config_resolved.yaml", "error.txt",
                      C.EVALUATION_FILE)
 RUNS_STAGE = "runs"
-SWEEP_FILE = "sweep.json"
 # Tune's default trial folder: <trainable>_<5 hex>_<5 digits>_<tag>_<date>.
 _TUNE_TRIAL_ID = re.compile(r"(?:^|_)([0-9a-f]{5}_\d{5})(?:_|$)")
-DEFAULT_SEARCH = "random"  # what a sweep.json without "search" ran (sweeps before optuna search)
-
-
-@dataclass(frozen=True)
-class SweepSettings:
-    """What sweep.json says about every trial of the sweep (defaults without one)."""
-
-    rank_window: int = C.RANK_WINDOW
-    search: str | None = None  # null for a folder of plain runs (no sweep.json)
-    # sweep.json "provenance" git facts (the driver's): they fill a trial's that could not be read
-    # where it ran (a cluster worker without a checkout).
-    git_commit: str | None = None
-    git_dirty: bool | None = None
 
 
 class TrialRead(NamedTuple):
@@ -125,100 +117,8 @@ def discover(fs: pafs.FileSystem, root: str, warnings: list[str]) -> dict[str, S
     return stages
 
 
-def read_sweep_settings(fs: pafs.FileSystem, root: str, warnings: list[str]) -> SweepSettings:
-    """rank_window and search from <sweep>/sweep.json; a bad value is a warning and the default."""
-    path = _store.join(root, SWEEP_FILE)
-    if fs.get_file_info(path).type != pafs.FileType.File:
-        return SweepSettings()
-    obj, problem = _store.read_json_object(fs, path, SWEEP_FILE, warnings)
-    if problem is not None:
-        message = f"{path}: {problem}; rank_window {C.RANK_WINDOW} and search {DEFAULT_SEARCH!r} assumed"
-        logger.warning(message)
-        warnings.append(message)
-        return SweepSettings(search=DEFAULT_SEARCH)
-    git_commit, git_dirty = _sweep_git(obj.get("provenance"), path, warnings)
-    window = obj.get("rank_window", C.RANK_WINDOW)
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        message = f"{path}: rank_window must be an int >= 1, got {window!r}; {C.RANK_WINDOW} used"
-        logger.warning(message)
-        warnings.append(message)
-        window = C.RANK_WINDOW
-    search = obj.get("search", DEFAULT_SEARCH)
-    if not isinstance(search, str) or not search:
-        message = (f"{path}: search must be a name such as 'random' or 'optuna', got {search!r}; "
-                   f"{DEFAULT_SEARCH!r} used")
-        logger.warning(message)
-        warnings.append(message)
-        search = DEFAULT_SEARCH
-    return SweepSettings(rank_window=window, search=search, git_commit=git_commit, git_dirty=git_dirty)
-
-
-def _sweep_git(provenance: Any, path: str, warnings: list[str]) -> tuple[str | None, bool | None]:
-    """(git_commit, git_dirty) of sweep.json's "provenance"; (None, None) without a usable one."""
-    if provenance is None:
-        return None, None
-    commit = provenance.get("git_commit") if isinstance(provenance, dict) else None
-    dirty = provenance.get("git_dirty") if isinstance(provenance, dict) else None
-    if not isinstance(provenance, dict) or not isinstance(commit, (str, type(None))) \
-            or not isinstance(dirty, (bool, type(None))):
-        message = (f"{path}: provenance must be an object with git_commit (str or null) and git_dirty "
-                   f"(bool or null), got {str(provenance)[:80]}; ignored")
-        logger.warning(message)
-        warnings.append(message)
-        return None, None
-    return commit, dirty
-
-
 def _skipped(name: str) -> bool:
     return name in (_store.TABLES_DIR, "checkpoints") or name.startswith((".", "_"))
-
-
-def _apply_stage_status(
-    fs: pafs.FileSystem, stage: Stage, path: str, warnings: list[str]
-) -> None:
-    status, problem = _store.read_json_object(fs, path, "stage_status.json", warnings)
-    entries = [] if status is None else status.get("trials") or []
-    if problem is None and not isinstance(entries, list):
-        problem = f"'trials' is not a list (got {type(entries).__name__})"
-    if problem is not None:
-        message = f"{path}: unreadable stage_status.json ({problem}); runner outcomes ignored"
-        logger.warning(message)
-        warnings.append(message)
-        return
-    max_epochs = status.get("max_epochs")
-    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or S.storable(max_epochs)[1]:
-        if max_epochs is not None:
-            warnings.append(f"{path}: max_epochs must be an int, got {short_repr(max_epochs)}; null")
-        max_epochs = None
-    # The stage's own status (e.g. a stage stopped by a GPU budget) is carried as written.
-    stage_status = status.get("status")
-    stage_status = None if stage_status is None else S.storable(str(stage_status))[0]
-    for src in stage.sources:
-        src.stage_status = stage_status
-    by_dir = {s.dir_name: s for s in stage.sources}
-    for index, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            warnings.append(f"{path}: trials[{index}] is not an object (got {short_repr(entry)}); ignored")
-            continue
-        dir_name, tid = entry.get("trial_dir"), entry.get("trial_id")
-        if not isinstance(dir_name, (str, type(None))) or not isinstance(tid, (str, type(None))) \
-                or not (dir_name or tid) or any(S.storable(v)[1] for v in (dir_name, tid)):
-            warnings.append(f"{path}: trials[{index}] needs trial_dir or trial_id as text, got "
-                            f"trial_dir {short_repr(dir_name)}, trial_id {short_repr(tid)}; ignored")
-            continue
-        src = by_dir.get(dir_name or "")
-        if src is None and tid:
-            src = next((s for s in stage.sources if tid in s.dir_name), None)
-        if src is None:
-            # Listed by the runner but no folder on disk: keep it visible as a row.
-            src = TrialSource(
-                stage.name, dir_name or tid, "", {}, folder_missing=True,
-                stage_status=stage_status,
-            )
-            stage.sources.append(src)
-            by_dir[src.dir_name] = src
-        src.runner = entry
-        src.max_epochs = max_epochs
 
 
 def fingerprint(sweep: str, src: TrialSource, settings: SweepSettings = SweepSettings()) -> str:
@@ -522,4 +422,3 @@ def _derive_from_events(events: pa.Table | None) -> dict[str, Any]:
     ):
         out[name] = events[column][last].as_py()
     return out
-
