@@ -39,7 +39,13 @@ FINAL_STATUSES = {"SUCCESS", "PRUNED", "ERROR", "HUNG"}
 FATE_SHARE_S = 10.0
 SHUTDOWN_S = 30.0  # a driver that exits normally stops its Ray itself
 ORPHAN_DEADLINE_S = 120.0
-STAGING_PREFIX = "psann-ckpt-"  # sweeps/trainable.py stages each report's checkpoint in TMPDIR under this name
+OLD_STAGING_PREFIX = "psann-ckpt-"  # where sweeps/trainable.py staged checkpoints before: TMPDIR/psann-ckpt-*
+STAGING_SUFFIX = ".checkpoint-staging"  # sweeps.trainable.staging_folder: .<trial>.checkpoint-staging
+
+
+def _staging_folders(ray_tmp: Path) -> list[Path]:
+    """Checkpoint staging folders beside the trials' working folders in Ray's session folders (not via session_latest)."""
+    return sorted(ray_tmp.glob(f"ray/session_[0-9]*/artifacts/*/hisso/working_dirs/.*{STAGING_SUFFIX}"))
 
 
 def _status(trial_dir: Path) -> str | None:
@@ -105,10 +111,9 @@ def killed_and_resumed(tmp_path_factory):
                     done, running = split(trial_dirs(sweep_dir, "hisso"))
                     return (sweep_dir / "smoke" / "stage_status.json").is_file() and done and running
 
-                def inside_a_report():  # the trial's checkpoint staged in TMPDIR: a report in flight
+                def inside_a_report():  # the trial's checkpoint staged: a report in flight
                     alive()
-                    return any(name.startswith(STAGING_PREFIX) for name in os.listdir(killed_tmp)) \
-                        and split(trial_dirs(sweep_dir, "hisso"))[1]
+                    return _staging_folders(ray_tmp) and split(trial_dirs(sweep_dir, "hisso"))[1]
 
                 wait_for(mid_stage, 240, "the second stage's second trial to checkpoint an epoch")
                 wait_for(inside_a_report, 60, "a report of the running trial", poll_s=0.005)
@@ -127,6 +132,7 @@ def killed_and_resumed(tmp_path_factory):
         record["trials_before"] = {d.name for d in trial_dirs(sweep_dir, "hisso")}
         record["finished_epochs_before"] = {d.name: epoch_rows(d) for d in done}
         record["stage_status_before"] = (sweep_dir / "hisso" / "stage_status.json").exists()
+        record["staging_after_kill"] = _staging_folders(ray_tmp)
         # What the killed driver's Ray does by itself: exit with it (fate sharing), or linger.
         # The resume starts at once, as a user's would; stragglers are checked again after it.
         killed_at = time.monotonic()
@@ -146,8 +152,13 @@ def killed_and_resumed(tmp_path_factory):
         record["resumed"] = resumed
         record["left_after_resume"] = wait_gone(resume_marker, SHUTDOWN_S)
         record["orphans_late"] = wait_gone(marker, max(0.0, ORPHAN_DEADLINE_S - (time.monotonic() - killed_at)))
-        record["staging_left_by_killed"] = sorted(p.name for p in killed_tmp.glob(f"{STAGING_PREFIX}*"))
-        record["staging_left_by_resumed"] = sorted(p.name for p in resumed_tmp.glob(f"{STAGING_PREFIX}*"))
+        # Staging folders: in the trials' TMPDIR (none may be), beside the working folders (the
+        # killed driver's session: at most one per killed trial; the resumed one's: none), and in
+        # the trial folders (none: a working folder is uploaded there, its staging folder never).
+        record["temp_left_by_killed"] = sorted(os.listdir(killed_tmp))
+        record["temp_left_by_resumed"] = sorted(os.listdir(resumed_tmp))
+        record["staging_left"] = _staging_folders(ray_tmp)
+        record["staging_in_storage"] = sorted(str(p) for p in sweep_dir.rglob(f"*{STAGING_SUFFIX}"))
         ingest = subprocess.run([sys.executable, "-m", "sweeps.results", "ingest", str(sweep_dir)],
                                 capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
         record["ingest"] = ingest
@@ -192,20 +203,15 @@ def test_trial_running_at_the_kill_continues_from_the_checkpoint_tune_recorded(k
     sweep_dir = record["sweep_dir"]
     assert record["resumed"].returncode == 0, record["resumed"].stderr[-3000:]
     if not record["snapshot_knows_checkpoint"]:
-        pytest.skip("Tune's last snapshot before the kill listed no checkpoint of the trial (the xfail case)")
+        pytest.skip("Tune's last snapshot before the kill listed no checkpoint of the trial (the case below)")
     for name in record["running_before"]:
         starts = _run_starts(sweep_dir / "hisso" / name)
         assert [("resume=yes" in m) for m in starts] == [False, True], (name, starts)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "sweeps/trainable.py: a trial running when the driver was SIGKILLed restarts from scratch on "
-    "--resume (one run_start, resume=no) although its checkpoint_* folders are in its trial folder: "
-    "tune.get_checkpoint() only knows the checkpoints listed in Tune's last experiment snapshot "
-    "(taken every >= 10 s, or after 4 checkpoints of a trial), and the killed attempt's events.csv "
-    "is overwritten instead of kept in attempts/N/ (docs/sweeps.md, Resume: 'trials that were "
-    "running restart from their last checkpoint')"))
 def test_trial_running_at_the_kill_continues_from_its_last_checkpoint_on_disk(killed_and_resumed):
+    # tune.get_checkpoint() knows only the checkpoints Tune's last snapshot lists (taken every
+    # >= 10 s, or after 4 checkpoints of a trial); the trial finds the newer ones in its folder.
     record = killed_and_resumed
     sweep_dir = record["sweep_dir"]
     assert record["resumed"].returncode == 0, record["resumed"].stderr[-3000:]
@@ -216,18 +222,34 @@ def test_trial_running_at_the_kill_continues_from_its_last_checkpoint_on_disk(ki
         assert [("resume=yes" in m) for m in starts] == [False, True], (name, starts)
 
 
+def test_trial_running_at_the_kill_keeps_the_killed_attempt_files_in_attempts(killed_and_resumed):
+    record = killed_and_resumed
+    sweep_dir = record["sweep_dir"]
+    assert record["resumed"].returncode == 0, record["resumed"].stderr[-3000:]
+    for name in record["running_before"]:
+        kept = sweep_dir / "hisso" / name / "attempts" / "1"
+        assert (kept / "events.csv").is_file(), (name, sorted(p.name for p in (sweep_dir / "hisso" / name).iterdir()))
+        # The killed attempt's log whole: its own run_start only, and the epochs it reached.
+        assert [("resume=yes" in m) for m in _run_starts(kept)] == [False], name
+        assert epoch_rows(kept)[:1] == [1] and epoch_rows(kept) == sorted(set(epoch_rows(kept))), name
+
+
 def test_resumed_sweep_leaves_no_checkpoint_staging_folder(killed_and_resumed):
-    assert killed_and_resumed["resumed"].returncode == 0, killed_and_resumed["resumed"].stderr[-3000:]
-    assert killed_and_resumed["staging_left_by_resumed"] == []
+    record = killed_and_resumed
+    assert record["resumed"].returncode == 0, record["resumed"].stderr[-3000:]
+    assert not [p for p in record["temp_left_by_resumed"] if p.startswith(OLD_STAGING_PREFIX)]
+    resumed = sorted(set(record["staging_left"]) - set(record["staging_after_kill"]))
+    assert resumed == [], resumed  # every report of the resumed sweep returned
+    assert record["staging_in_storage"] == []
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "sweeps/trainable.py TuneReporter._report: each report stages its checkpoint (training state, "
-    "run files, checkpoints/best) in tempfile.mkdtemp(prefix='psann-ckpt-') in the system temp "
-    "folder and removes it only in a finally block; a trial whose process dies inside tune.report "
-    "(its driver or node lost: the report never returns) leaves the folder there for good"))
 def test_trial_killed_inside_a_report_leaves_no_checkpoint_staging_folder(killed_and_resumed):
-    assert killed_and_resumed["staging_left_by_killed"] == []
+    # Staged beside its working folder, not in the system temp folder: what a kill inside a report
+    # leaves goes with the working folder (the killed Ray session's), and is never uploaded.
+    record = killed_and_resumed
+    assert not [p for p in record["temp_left_by_killed"] if p.startswith(OLD_STAGING_PREFIX)]
+    assert len(record["staging_after_kill"]) <= len(record["running_before"]), record["staging_after_kill"]
+    assert record["staging_in_storage"] == []
 
 
 def test_results_tables_hold_every_trial_once_with_a_final_status(killed_and_resumed):

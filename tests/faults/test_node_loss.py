@@ -47,8 +47,8 @@ def cluster():
         ray.shutdown()
     marker = new_marker()
     ray_tmp = Path(tempfile.mkdtemp(prefix="psann-rn-", dir="/tmp"))  # short: Ray's socket paths
-    # The workers' TMPDIR too: a trial killed inside a report leaves its checkpoint staging folder
-    # there (see tests/faults/test_driver_loss.py), and this folder is removed at the end.
+    # The workers' TMPDIR too, so nothing a trial puts in the system temp folder outlives the test
+    # (checkpoints are staged beside the trial's working folder, in Ray's session folder here).
     (ray_tmp / "tmp").mkdir()
     saved = {k: os.environ.get(k) for k in (MARKER, "RAY_TMPDIR", "PYTHONPATH", "TMPDIR")}
     os.environ.update({MARKER: marker, "RAY_TMPDIR": str(ray_tmp), "PYTHONPATH": worker_env()["PYTHONPATH"],
