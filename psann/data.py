@@ -27,6 +27,8 @@ The source (a file or a loader) is named at the end of the reason: ``(in path/to
 from __future__ import annotations
 
 import logging
+import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Union
@@ -47,6 +49,8 @@ __all__ = [
     "regime_market_dataset",
     "sequence_market_dataset",
     "price_table_dataset",
+    "SEED_LIMIT",
+    "COUNT_LIMIT",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,6 +60,13 @@ Dataset = dict[str, np.ndarray]
 SPLITS = ("train", "val", "test")
 _KINDS = ("X", "y", "context", "prices", "cond")
 DATASET_KEYS = tuple(f"{kind}_{split}" for split in SPLITS for kind in _KINDS)
+
+# One bound for every seed of the project (numpy's and scikit-learn's): 0 <= seed < 2**32.
+SEED_LIMIT = 2**32
+# The largest count setting (units, epochs, batch sizes, ...) that is not a typo: 2**31 - 1.
+COUNT_LIMIT = 2**31 - 1
+# Built-in generators: a dataset of more values than this would not fit in memory anyway.
+_MAX_GENERATED_VALUES = 10**8  # 800 MB of float64 while generating
 
 
 def _error(
@@ -94,7 +105,9 @@ def validate_dataset(data: Mapping[str, Any], *, source: str | None = None) -> D
         )
     for key in data:
         if key not in DATASET_KEYS:
-            unknown = unknown_key(key, DATASET_KEYS)
+            # A key too long to print (or not a string) is named by its short repr.
+            name = key if isinstance(key, str) and len(key) <= 80 else short_repr(key)
+            unknown = unknown_key(name, DATASET_KEYS)
             raise _error(unknown.key, unknown.reason, source)
     if "X_train" not in data:
         raise _error("X_train", f"missing required key; got keys {', '.join(sorted(map(str, data))) or '(none)'}", source)
@@ -159,10 +172,16 @@ def load_npz(path: Union[str, Path]) -> Dataset:
     if not path.is_file():
         raise FileNotFoundError(f"dataset file not found: {str(path)!r}.")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy array or pickle-free other format
+            raise ValueError(f"it holds a single {type(loaded).__name__}, not named arrays (save with np.savez)")
+        with loaded as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except ValueError as exc:  # object arrays need pickle, which we refuse; or not an npz at all
-        raise ValidationError(str(path), f"cannot load as an npz of plain arrays without pickle ({exc})") from exc
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        # Object arrays need pickle, which we refuse; a truncated or corrupt archive; not an npz at all.
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        reason = reason if len(reason) <= 200 else reason[:197] + "..."
+        raise ValidationError(str(path), f"cannot load as an npz of plain arrays without pickle ({reason})") from exc
     return validate_dataset(arrays, source=str(path))
 
 
@@ -214,10 +233,28 @@ def _is_fraction(value: Any) -> bool:
     return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and 0.0 < value < 1.0
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
+def _check_int(name: str, value: Any, minimum: int, maximum: int = COUNT_LIMIT) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValidationError.expected(name, f"an int >= {minimum}", value)
+    if value > maximum:
+        raise ValidationError.expected(name, f"an int in [{minimum}, {maximum}]", value)
     return int(value)
+
+
+def _check_seed(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < SEED_LIMIT:
+        raise ValidationError.expected("seed", "an int in [0, 2**32)", value)
+    return int(value)
+
+
+def _check_size(steps: int, *widths: int) -> None:
+    """Refuse a generated dataset too large to hold, before allocating it."""
+    total = steps
+    for width in widths:
+        total *= width
+    if total > _MAX_GENERATED_VALUES:
+        dims = " x ".join(str(v) for v in (steps, *widths))
+        raise ValidationError("steps", f"{dims} = {total} values; a generated dataset holds at most {_MAX_GENERATED_VALUES}")
 
 
 def _assemble(x: np.ndarray, y: np.ndarray, prices: np.ndarray, splits, source: str) -> Dataset:
@@ -252,8 +289,9 @@ def toy_hisso_dataset(
     steps = _check_int("steps", steps, 6)
     features = _check_int("features", features, 1)
     assets = _check_int("assets", assets, 1)
+    _check_size(steps, features + assets, 3)
     splits = _split_rows(steps, train_fraction, val_fraction)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_check_seed(seed))
 
     t = np.arange(steps, dtype=np.float64)[:, None, None]
     periods = rng.uniform(8.0, 96.0, size=(1, features, 3))
@@ -289,6 +327,7 @@ def _regime_market(
     """The regime market's per-step features, next-step log returns and prices (see regime_market_dataset)."""
     assets = _check_int("assets", assets, 1)
     features = _check_int("features", features, assets)
+    _check_size(steps, features + assets)
     if (
         isinstance(signal_strength, bool)
         or not isinstance(signal_strength, (int, float, np.number))
@@ -297,7 +336,7 @@ def _regime_market(
     ):
         raise ValidationError.expected("signal_strength", "a finite number >= 0", signal_strength)
     signal_strength = float(signal_strength)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_check_seed(seed))
 
     drift = _REGIME_DRIFT[:, None] + rng.normal(0.0, 0.0003, size=(3, assets))
     volatility = _REGIME_VOLATILITY[:, None] * rng.uniform(0.8, 1.25, size=(3, assets))
@@ -409,6 +448,7 @@ def sequence_market_dataset(
     """
     steps = _check_int("steps", steps, 6)
     lookback = _check_lookback(lookback, steps, "steps")
+    _check_size(steps, _check_int("features", features, 1), lookback)
     x, y, prices = _regime_market(steps, assets, features, seed, signal_strength)
     windows = _windows(x, lookback)
     splits = _split_rows(windows.shape[0], train_fraction, val_fraction)

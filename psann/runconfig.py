@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import inspect
 import math
 import os
 import warnings
@@ -28,7 +29,7 @@ from typing import Any, Mapping
 
 from psann._imports import import_callable, import_object
 from psann.configfile import read_config
-from psann.data import DATASET_KEYS
+from psann.data import COUNT_LIMIT, DATASET_KEYS
 from psann.errors import ValidationError, did_you_mean, short_repr, unknown_key
 from psann.estimators import ESTIMATORS, BasePSANNEstimator
 from psann.hisso.options import HISSOOptions
@@ -75,18 +76,35 @@ EARLIER_CLI_KEYS = {
 }
 
 
-def _unknown(key: str, allowed: tuple[str, ...] | list[str], prefix: str) -> ConfigError:
+_MAX_REASON_CHARS = 300  # an error is one line: a reason from a layer below is cut to this
+_MAX_LISTED = 12  # allowed keys listed in an unknown-key error (estimator.params has ~45)
+
+
+def _short(text: Any, limit: int = _MAX_REASON_CHARS) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _unknown(key: Any, allowed: tuple[str, ...] | list[str], prefix: str) -> ConfigError:
+    if not isinstance(key, str) or len(key) > 80:  # a key too long to print, or not a string
+        key = short_repr(key)
     path = f"{prefix}.{key}" if prefix else str(key)
     if path in EARLIER_CLI_KEYS:
         return ConfigError(path, f"not supported: it {EARLIER_CLI_KEYS[path]}")
-    return unknown_key(key, allowed, prefix, error=ConfigError)  # type: ignore[return-value]
+    allowed = list(allowed)
+    if len(allowed) <= _MAX_LISTED:
+        return unknown_key(key, allowed, prefix, error=ConfigError)  # type: ignore[return-value]
+    hint = did_you_mean(key, allowed)
+    suggestion = f" (did you mean {hint!r}?)" if hint else ""
+    return ConfigError(path, f"unknown key{suggestion}; allowed: {', '.join(sorted(allowed)[:_MAX_LISTED])}, ... "
+                             f"({len(allowed)} keys, listed in docs/hisso_cli.md)")
 
 
 def _rekeyed(exc: ValidationError, prefix: str = "") -> ConfigError:
     """A ValidationError from a layer below (HISSO options, an estimator) as a ConfigError, its key
     placed under ``prefix``."""
     moved = exc.under(prefix) if prefix else exc
-    return ConfigError(moved.key, moved.reason)
+    return ConfigError(moved.key, _short(moved.reason))
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -201,9 +219,15 @@ def _parse_estimator(raw: Any, notes: list[str]) -> tuple[type[BasePSANNEstimato
             notes.append(f"estimator.params: {warning.message}")
             warnings.warn(notes[-1], DeprecationWarning, stacklevel=3)
     except ValidationError as exc:  # keyed by the parameter name (hidden_units)
+        # A value given under a deprecated name (hidden_layers for depth) is checked as its new
+        # name; the error names the key the config actually has.
+        aliases = {canonical: alias for alias, canonical in getattr(cls, "_deprecated_params", {}).items()}
+        alias = aliases.get(exc.key)
+        if alias is not None and alias in params:  # the alias's value is the one checked
+            exc = type(exc)(alias, exc.reason)
         raise _rekeyed(exc, "estimator.params") from exc
     except (TypeError, ValueError) as exc:  # an estimator that raises without a key: none is guessed
-        raise ConfigError("estimator.params", str(exc)) from exc
+        raise ConfigError("estimator.params", _short(exc)) from exc
     return cls, resolved
 
 
@@ -222,21 +246,49 @@ def _parse_data(raw: Any, base_dir: Path) -> dict[str, Any]:
         if not isinstance(npz, str) or not npz:
             raise ConfigError.expected("data.npz", "a file path", npz)
         path = Path(npz) if os.path.isabs(npz) else (base_dir / npz)
-        if not path.is_file():
-            raise ConfigError("data.npz", f"file not found: {path}")
-        return {"npz": path.resolve()}
+        try:
+            found = path.is_file()
+            resolved = path.resolve()
+        except (OSError, ValueError) as exc:  # a name too long for the filesystem, a NUL byte
+            raise ConfigError.expected("data.npz", "a file path", npz) from exc
+        if not found:
+            raise ConfigError("data.npz", f"file not found: {_short(path, 200)}")
+        return {"npz": resolved}
     loader = section["loader"]
     kwargs = _iso_dates(_mapping(section.get("kwargs"), "data.kwargs"))
     try:
-        import_callable(loader, "data.loader")
+        function = import_callable(loader, "data.loader")
     except ValidationError as exc:
         raise _rekeyed(exc) from exc
+    _check_loader_arguments(function, kwargs)
     if "path" in kwargs:
         # A loader's file (price_table_dataset's CSV) is relative to the config file, like data.npz,
         # and made absolute here: sweep trials run in other folders, and config_resolved.yaml is
         # read back from anywhere.
         kwargs["path"] = str(_existing_file("data.kwargs.path", kwargs["path"], base_dir))
     return {"loader": loader, "kwargs": kwargs}
+
+
+def _check_loader_arguments(function: Any, kwargs: dict[str, Any]) -> None:
+    """An argument the loader does not take is refused now, at its key (``data.kwargs.stepz``), not
+    as a TypeError when the dataset is loaded."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to check against
+        return
+    parameters = signature.parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return
+    names = [p.name for p in parameters if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    for key in kwargs:
+        if key not in names:
+            raise _unknown(key, names, "data.kwargs")
+    missing = [
+        p.name for p in parameters
+        if p.default is inspect.Parameter.empty and p.kind is not inspect.Parameter.VAR_POSITIONAL and p.name not in kwargs
+    ]
+    if missing:
+        raise ConfigError(f"data.kwargs.{missing[0]}", "missing required argument of the loader")
 
 
 def _iso_dates(value: Any) -> Any:
@@ -255,11 +307,16 @@ def _iso_dates(value: Any) -> Any:
 def _existing_file(key: str, value: Any, base_dir: Path) -> Path:
     if not isinstance(value, str) or not value:
         raise ConfigError.expected(key, "a file path", value)
-    path = Path(value).expanduser()
-    path = path if path.is_absolute() else base_dir / path
-    if not path.exists():
-        raise ConfigError(key, f"file not found: {path}")
-    return path.resolve()
+    try:
+        path = Path(value).expanduser()
+        path = path if path.is_absolute() else base_dir / path
+        found = path.exists()
+        resolved = path.resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # too long a name, a NUL byte, an unknown ~user
+        raise ConfigError.expected(key, "a file path", value) from exc
+    if not found:
+        raise ConfigError(key, f"file not found: {_short(path, 200)}")
+    return resolved
 
 
 def _parse_hisso(raw: Any) -> tuple[HISSOOptions | None, dict[str, Any] | None]:
@@ -288,9 +345,9 @@ def _parse_hisso(raw: Any) -> tuple[HISSOOptions | None, dict[str, Any] | None]:
             resolve_reward(options.reward)
         except ValidationError as exc:  # keyed hisso.reward, or hisso.reward.target / .kwargs
             key = exc.key if exc.key.startswith("hisso.reward") else "hisso.reward"
-            raise ConfigError(key, exc.reason) from exc
+            raise ConfigError(_short(key, 120), _short(exc.reason)) from exc
         except (TypeError, ValueError) as exc:  # a registry error without a key
-            raise ConfigError("hisso.reward", str(exc)) from exc
+            raise ConfigError("hisso.reward", _short(exc)) from exc
     resolved = {"enabled": enabled}
     for name in HISSOOptions.__dataclass_fields__:
         value = getattr(options, name)
@@ -329,7 +386,7 @@ def parse_run_config(raw: Mapping[str, Any], *, base_dir: str | os.PathLike = ".
     verbose = training.get("verbose", 1)
     if isinstance(verbose, bool):
         verbose = int(verbose)
-    if not isinstance(verbose, int) or verbose < 0:
+    if not isinstance(verbose, int) or not 0 <= verbose <= COUNT_LIMIT:
         raise ConfigError.expected("training.verbose", "an int >= 0 or a bool", verbose)
     keep = training.get("keep_checkpoints", False)
     if not isinstance(keep, bool):

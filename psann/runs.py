@@ -39,6 +39,7 @@ from psann.contract import (
 from psann.data import load_loader, load_npz
 from psann.evaluation import context_for, evaluate_split, write_equity_csv
 from psann.provenance import collect_provenance
+from psann.errors import ValidationError
 from psann.runconfig import ConfigError, RunConfig, load_config_file, parse_run_config
 from psann.runlog import EventLog, RunLogging, write_json_atomic, write_yaml_atomic
 from psann.training import Callback, TrainingLoop, TrainingSnapshot
@@ -73,6 +74,13 @@ def load_dataset(config: RunConfig) -> dict[str, np.ndarray]:
             data = load_loader(config.data["loader"], config.data["kwargs"])
     except FileNotFoundError as exc:
         raise ConfigError("data.npz", str(exc)) from exc
+    except ValidationError as exc:
+        # A loader's own argument check names the argument: key it where the config sets it.
+        kwargs = config.data.get("kwargs") or {}
+        if "loader" in config.data and exc.key.split(".")[0].split("[")[0] in kwargs:
+            raise ConfigError(f"data.kwargs.{exc.key}", exc.reason) from exc
+        key = "data.npz" if "npz" in config.data else "data.loader"
+        raise ConfigError(key, str(exc)) from exc
     except (ValueError, TypeError) as exc:
         key = "data.npz" if "npz" in config.data else "data.loader"
         raise ConfigError(key, str(exc)) from exc

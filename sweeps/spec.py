@@ -42,6 +42,7 @@ Importing this module does not import Ray; ``to_param_space`` imports ``ray.tune
 from __future__ import annotations
 
 import copy
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ from typing import Any, Mapping
 
 from psann.configfile import read_config
 from psann.contract import RANK_WINDOW
+from psann.data import COUNT_LIMIT, SEED_LIMIT  # the project's one seed bound: 0 <= seed < 2**32
 from psann.errors import ValidationError, short_repr, unknown_key
 from psann.names import check_folder_name
 from psann.runconfig import ConfigError, apply_overrides, load_config_file, parse_run_config
@@ -102,10 +104,9 @@ def _unknown(key: Any, allowed: tuple[str, ...], prefix: str) -> SweepError:
 def _int(value: Any, key: str, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise SweepError.expected(key, f"an int >= {low}", value)
+    if value > COUNT_LIMIT:  # 10**30 samples is a typo that Ray would meet only after it started
+        raise SweepError.expected(key, f"an int in [{low}, {COUNT_LIMIT}]", value)
     return value
-
-
-SEED_LIMIT = 2**32  # numpy's and scikit-learn's bound: 0 <= seed < 2**32, the same everywhere
 
 
 def _number(value: Any, key: str, low: float, high: float | None = None) -> float:
@@ -254,11 +255,20 @@ def _apply_profile(raw: dict[str, Any], profile: str | None) -> dict[str, Any]:
         if key not in _TOP_KEYS or key == "profiles":
             raise _unknown(key, tuple(k for k in _TOP_KEYS if k != "profiles") + ("stages",), f"profiles.{profile}")
     result.update(copy.deepcopy(spec))
-    stages = result.get("stages") or []
-    names = [s.get("name") for s in stages if isinstance(s, Mapping)]
+    stages = result.get("stages")
+    if not stage_updates:
+        return result
+    if not isinstance(stages, list) or not stages:
+        raise SweepError("stages", "expected a non-empty list of stages")
+    for index, stage in enumerate(stages):  # the stages a profile updates must be well formed first
+        if not isinstance(stage, Mapping):
+            raise SweepError.expected(f"stages[{index}]", "a mapping of stage settings", stage)
+        _check_stage_name(stage.get("name"), f"stages[{index}].name")
+    names = [s.get("name") for s in stages]
     for stage_name, update in stage_updates.items():
         if stage_name not in names:
-            raise SweepError(f"profiles.{profile}.stages.{stage_name}", f"no such stage; stages: {', '.join(map(str, names))}")
+            shown = stage_name if isinstance(stage_name, str) and len(stage_name) <= 80 else short_repr(stage_name)
+            raise SweepError(f"profiles.{profile}.stages.{shown}", f"no such stage; stages: {', '.join(map(str, names))}")
         index = names.index(stage_name)
         stages[index] = _deep_merge(dict(stages[index]), _mapping(update, f"profiles.{profile}.stages.{stage_name}"))
     result["stages"] = stages
@@ -330,19 +340,23 @@ def _parse_report(value: Any, key: str, default: ReportSpec) -> ReportSpec:
     return ReportSpec(every_epochs=every_epochs, every_seconds=seconds)
 
 
+def _check_stage_name(name: Any, key: str) -> str:
+    if not isinstance(name, str) or not name.isidentifier():
+        raise SweepError.expected(key, "a name made of letters, digits and _", name)
+    try:  # a stage is a folder of the sweep: the one folder-name rule (length included)
+        check_folder_name(name, key)
+    except ValidationError as exc:
+        raise SweepError(exc.key, exc.reason) from None
+    return name
+
+
 def _parse_stage(value: Any, index: int, report: ReportSpec = ReportSpec()) -> StageSpec:
     key = f"stages[{index}]"
     section = _mapping(value, key)
     for k in section:
         if k not in _STAGE_KEYS:
             raise _unknown(k, _STAGE_KEYS, key)
-    name = section.get("name")
-    if not isinstance(name, str) or not name.isidentifier():
-        raise SweepError.expected(f"{key}.name", "a name made of letters, digits and _", name)
-    try:  # a stage is a folder of the sweep: the one folder-name rule (length included)
-        check_folder_name(name, f"{key}.name")
-    except ValidationError as exc:
-        raise SweepError(exc.key, exc.reason) from None
+    name = _check_stage_name(section.get("name"), f"{key}.name")
     key = f"stages.{name}"
     resources = _mapping(section.get("resources"), f"{key}.resources")
     for k in resources:
@@ -361,6 +375,8 @@ def _parse_stage(value: Any, index: int, report: ReportSpec = ReportSpec()) -> S
         if k != "min_success_fraction":
             raise _unknown(k, ("min_success_fraction",), f"{key}.pass_rule")
     overrides = _mapping(section.get("overrides"), f"{key}.overrides")
+    for path in overrides:
+        _check_key_path(path, f"{key}.overrides")
     max_concurrent = section.get("max_concurrent_trials")
     allow_cpu = section.get("allow_cpu", False)
     if not isinstance(allow_cpu, bool):
@@ -383,9 +399,20 @@ def _parse_stage(value: Any, index: int, report: ReportSpec = ReportSpec()) -> S
     )
 
 
+_MAX_KEY_PATH = 200  # a run-config key path is a few dotted names; an error line must stay one short line
+
+
+def _check_key_path(path: Any, prefix: str) -> None:
+    """A search-space or override key must be a dotted run-config path short enough to name in errors."""
+    if not isinstance(path, str) or not path or len(path) > _MAX_KEY_PATH:
+        raise SweepError(prefix, f"expected dotted run-config key paths (estimator.params.lr) of at most "
+                                 f"{_MAX_KEY_PATH} characters, got {short_repr(path)}")
+
+
 def _check_search_space(space: Mapping[str, Any]) -> dict[str, Any]:
     checked: dict[str, Any] = {}
     for path, value in space.items():
+        _check_key_path(path, "search_space")
         key = f"search_space.{path}"
         if isinstance(value, Mapping):
             if len(value) != 1 or next(iter(value)) not in SEARCH_KINDS:
@@ -426,9 +453,13 @@ def parse_sweep(raw: Mapping[str, Any], *, path: Path, profile: str | None = Non
     base = data.get("base_config")
     if not isinstance(base, str):
         raise SweepError.expected("base_config", "a path to a run config (relative to the sweep file)", base)
-    base_path = (path.parent / base).resolve()
-    if not base_path.is_file():
-        raise SweepError("base_config", f"file not found: {base_path}")
+    try:
+        base_path = (path.parent / base).resolve()
+        found = base_path.is_file()
+    except (OSError, ValueError) as exc:  # a name too long for the filesystem, a NUL byte
+        raise SweepError.expected("base_config", "a path to a run config", base) from exc
+    if not found:
+        raise SweepError("base_config", f"file not found: {_short(str(base_path), 200)}")
     try:
         base_config = load_config_file(base_path)
     except ConfigError as exc:  # keyed by the file: the reason says what is wrong with it
@@ -499,7 +530,9 @@ def load_sweep(path: str | Path, *, profile: str | None = None) -> SweepSpec:
 
 def available_profiles(path: str | Path) -> list[str]:
     raw = _read(path) or {}
-    return list((raw.get("profiles") or {}).keys()) if isinstance(raw, Mapping) else []
+    if not isinstance(raw, Mapping):
+        return []
+    return list(_mapping(raw.get("profiles"), "profiles"))
 
 
 def _representative_values(spec: Any) -> list[Any]:
@@ -541,11 +574,13 @@ def validate_trial_configs(spec: SweepSpec) -> int:
     """
     checked = 0
     base_dir, source = spec.base_config_path.parent, str(spec.base_config_path)
+    loaded: set[str] = set()  # datasets already loaded and checked against a config like this one
     for stage in spec.stages:
         # The stage's own overrides first, so a bad override is blamed on the stage, not on
         # whichever search-space key happens to be tried first.
         try:
-            parse_run_config(apply_overrides(spec.base_config, stage.run_overrides()), base_dir=base_dir, source=source)
+            config = parse_run_config(apply_overrides(spec.base_config, stage.run_overrides()), base_dir=base_dir, source=source)
+            _check_dataset(config, loaded)
         except ConfigError as exc:
             raise _stage_config_error(stage, exc) from exc
         if not spec.search_space:
@@ -554,14 +589,51 @@ def validate_trial_configs(spec: SweepSpec) -> int:
             for value in _representative_values(entry):
                 overrides = {**stage.run_overrides(), path: value}
                 try:
-                    parse_run_config(apply_overrides(spec.base_config, overrides), base_dir=base_dir, source=source)
+                    config = parse_run_config(apply_overrides(spec.base_config, overrides), base_dir=base_dir, source=source)
+                    _check_dataset(config, loaded)
                 except ConfigError as exc:
                     raise SweepError(
                         f"search_space.{path}",
-                        f"{short_repr(value)} makes an invalid run config for stage {stage.name!r}: {exc.key}: {exc.reason}",
+                        f"{short_repr(value)} makes an invalid run config for stage {stage.name!r}: {exc.key}: "
+                        f"{_short(exc.reason)}",
                     ) from exc
                 checked += 1
     return checked
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_dataset(config: Any, loaded: set[str]) -> None:
+    """Load the trial config's dataset and check it against the config, as the run CLI does
+    before any work: a bad loader argument, a broken npz or a window longer than the data is
+    bad input now, not an error in every trial. Each distinct data section (with the settings
+    checked against the data) is loaded once."""
+    from psann.runs import load_dataset
+
+    resolved = config.resolved
+    params = resolved["estimator"]["params"]
+    relevant = {
+        "data": resolved["data"], "hisso": resolved["hisso"], "evaluation": resolved["evaluation"],
+        "conditioning": [params.get("context_dim"), params.get("conditioning_builder")],
+    }
+    fingerprint = json.dumps(relevant, sort_keys=True, default=str)
+    if fingerprint in loaded:
+        return
+    try:
+        load_dataset(config)
+    except ConfigError as exc:
+        cause = exc.__cause__
+        kwargs = config.data.get("kwargs") or {}
+        if exc.key == "data.loader" and isinstance(cause, ValidationError) and cause.key in kwargs:
+            # A built-in loader's argument error is keyed by the argument: place it in the config.
+            raise ConfigError(f"data.kwargs.{cause.key}", cause.reason) from exc
+        raise
+    except Exception:  # noqa: BLE001 - a loader that crashes is a failed trial (exit 1), as in the run CLI
+        pass
+    loaded.add(fingerprint)
 
 
 def grid_size(search_space: Mapping[str, Any]) -> int:

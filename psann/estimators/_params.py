@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 import torch
 
+from psann.data import COUNT_LIMIT
 from psann.errors import ValidationError, short_repr
 
 __all__ = [
@@ -19,6 +20,8 @@ __all__ = [
     "Bool",
     "DeviceSpec",
     "Int",
+    "Learnable",
+    "SineBounds",
     "NoneOr",
     "Options",
     "Real",
@@ -35,7 +38,15 @@ class Int:
     def check(self, value: Any) -> bool:
         if isinstance(value, bool) or not isinstance(value, int):
             return False
-        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+        # Without an upper bound a count still stops at COUNT_LIMIT: 10**30 units is a typo, and
+        # torch would refuse it only after the run started.
+        high = COUNT_LIMIT if self.high is None else self.high
+        return (self.low is None or value >= self.low) and value <= high
+
+    def describe_value(self, value: Any) -> str:
+        if self.high is None and isinstance(value, int) and not isinstance(value, bool) and value > COUNT_LIMIT:
+            return f"an int <= {COUNT_LIMIT} (2**31 - 1)"
+        return self.describe()
 
     def describe(self) -> str:
         if self.low is not None and self.high is not None:
@@ -109,6 +120,59 @@ class NoneOr:
     def describe(self) -> str:
         return f"None or {self.inner.describe()}"
 
+    def describe_value(self, value: Any) -> str:
+        return f"None or {_describe(self.inner, value)}"
+
+
+_SINE_PARAMETERS = ("amplitude", "frequency", "decay")
+
+
+@dataclass(frozen=True)
+class Learnable:
+    """``learnable``: 'all', 'none', one name or a list of amplitude / frequency / decay."""
+
+    def check(self, value: Any) -> bool:
+        if isinstance(value, str):
+            return value.lower() in ("all", "none", *_SINE_PARAMETERS)
+        if not isinstance(value, (list, tuple)):
+            return False
+        return all(isinstance(name, str) and name.lower() in _SINE_PARAMETERS for name in value)
+
+    def describe(self) -> str:
+        return "'all', 'none' or a list of 'amplitude', 'frequency', 'decay'"
+
+
+def _is_bound(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+
+
+@dataclass(frozen=True)
+class SineBounds:
+    """``activation_bounds``: None or {amplitude|frequency|decay: [low, high]}, finite or None, low <= high."""
+
+    def check(self, value: Any) -> bool:
+        if value is None:
+            return True
+        if not isinstance(value, Mapping):
+            return False
+        for name, pair in value.items():
+            if name not in _SINE_PARAMETERS or not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                return False
+            low, high = pair
+            if not (_is_bound(low) and _is_bound(high)):
+                return False
+            if low is not None and high is not None and low > high:
+                return False
+        return True
+
+    def describe(self) -> str:
+        return "None or {amplitude|frequency|decay: [low, high]} with finite numbers (or null) and low <= high"
+
+
+def _describe(rule: Any, value: Any) -> str:
+    describe_value = getattr(rule, "describe_value", None)
+    return describe_value(value) if describe_value is not None else rule.describe()
+
 
 @dataclass(frozen=True)
 class DeviceSpec:
@@ -137,7 +201,7 @@ def check_params(owner: str, constraints: Mapping[str, Any], params: Mapping[str
     for name, rule in constraints.items():
         value = params[name]
         if not rule.check(value):
-            raise ValidationError(name, f"{owner} expects {rule.describe()}, got {short_repr(value)}")
+            raise ValidationError(name, f"{owner} expects {_describe(rule, value)}, got {short_repr(value)}")
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))

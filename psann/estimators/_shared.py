@@ -11,7 +11,8 @@ from torch import nn
 
 from psann.activations import SineConfig
 from psann.errors import ValidationError
-from psann.estimators._params import Anything, Bool, DeviceSpec, Int, NoneOr, Options, Real
+from psann.data import SEED_LIMIT
+from psann.estimators._params import Anything, Bool, DeviceSpec, Int, Learnable, NoneOr, Options, Real, SineBounds
 from psann.lsm import build_expander, expander_spec
 from psann.text import SineTokenEmbedder
 
@@ -37,7 +38,7 @@ TRAINING_CONSTRAINTS = {
     "early_stopping": Bool(),
     "patience": Int(1),
     "grad_clip": NoneOr(Real(0.0, low_open=True)),
-    "random_state": NoneOr(Int(0)),
+    "random_state": NoneOr(Int(0, SEED_LIMIT - 1)),  # the project's one seed bound
     "device": DeviceSpec(),
     "mixed_precision": Bool(),
     "amp_dtype": Options(("float16", "bfloat16")),
@@ -47,8 +48,8 @@ TRAINING_CONSTRAINTS = {
     "frequency_init": Real(0.0, low_open=True),
     "decay_init": Real(0.0, low_open=True),
     "decay_mode": Options(("abs", "relu", "none")),
-    "learnable": Anything("'all', 'none' or a list of amplitude/frequency/decay"),
-    "activation_bounds": Anything("None or {name: [low, high]}"),
+    "learnable": Learnable(),
+    "activation_bounds": SineBounds(),
     "preserve_shape": Bool(),
     "data_format": Options(DATA_FORMATS),
     "standardize": Bool(),

@@ -12,7 +12,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from psann.errors import ValidationError, ValidationTypeError, unknown_key
+from psann.data import COUNT_LIMIT, SEED_LIMIT
+from psann.errors import ValidationError, ValidationTypeError, short_repr, unknown_key
 
 __all__ = ["HISSOOptions", "WarmStartOptions", "PRIMARY_TRANSFORMS", "AMP_DTYPES"]
 
@@ -25,9 +26,11 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def _check_int(value: Any, key: str, low: int) -> None:
+def _check_int(value: Any, key: str, low: int, high: int = COUNT_LIMIT) -> None:
     if not _is_int(value) or value < low:
         raise ValidationError.expected(key, f"an int >= {low}", value)
+    if value > high:  # 10**30 episodes is a typo; torch would refuse it only after the run started
+        raise ValidationError.expected(key, f"an int in [{low}, {high}]", value)
 
 
 def _check_number(value: Any, key: str, low: float = 0.0) -> None:
@@ -43,7 +46,8 @@ def _check_choice(value: Any, key: str, allowed: tuple[str, ...]) -> None:
 def _unknown_keys(mapping: Mapping[str, Any], allowed: list[str], prefix: str) -> None:
     for key in mapping:
         if key not in allowed:
-            raise unknown_key(key, allowed, prefix)
+            shown = key if isinstance(key, str) and len(key) <= 80 else short_repr(key)  # one short error line
+            raise unknown_key(shown, allowed, prefix)
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,7 @@ class HISSOOptions:
         _check_int(self.batch_episodes, "hisso.batch_episodes", 1)
         _check_int(self.updates_per_epoch, "hisso.updates_per_epoch", 1)
         _check_int(self.val_episodes, "hisso.val_episodes", 1)
-        _check_int(self.eval_seed, "hisso.eval_seed", 0)
+        _check_int(self.eval_seed, "hisso.eval_seed", 0, SEED_LIMIT - 1)
         _check_choice(self.primary_transform, "hisso.primary_transform", PRIMARY_TRANSFORMS)
         _check_number(self.transition_penalty, "hisso.transition_penalty")
         _check_number(self.input_noise, "hisso.input_noise")
@@ -126,7 +130,7 @@ class HISSOOptions:
             if "transition_penalty" in data and data["transition_penalty"] != alias:
                 raise ValidationError(
                     "hisso.trans_cost",
-                    f"conflicts with hisso.transition_penalty ({alias!r} vs {data['transition_penalty']!r}); give one",
+                    f"conflicts with hisso.transition_penalty ({short_repr(alias)} vs {short_repr(data['transition_penalty'])}); give one",
                 )
             data["transition_penalty"] = alias
         supervised = data.get("supervised")

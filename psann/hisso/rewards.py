@@ -23,7 +23,7 @@ from typing import Any, Callable, Union
 import torch
 
 from psann._imports import import_object
-from psann.errors import ValidationError, did_you_mean, unknown_key
+from psann.errors import ValidationError, did_you_mean, short_repr, unknown_key
 from psann.metrics import GROWTH_FLOOR, portfolio_metrics
 
 __all__ = [
@@ -163,7 +163,7 @@ def _unknown_reward(spec: str, detail: str = "") -> ValidationError:
     detail = f" ({detail})" if detail else ""
     return ValidationError(
         "hisso.reward",
-        f"unknown reward {spec!r}{detail}{suggestion}; allowed: a registered name "
+        f"unknown reward {short_repr(spec)}{detail}{suggestion}; allowed: a registered name "
         f"({', '.join(available)}) or an import path such as 'package.module:function'",
     )
 
