@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping, Sequence, TypeVar
 
+from psann.errors import is_finite_number  # standard library only, like this module
 from psann.provenance import PROVENANCE_FIELDS  # standard library only, like this module
 
 __all__ = [
@@ -361,7 +362,7 @@ T = TypeVar("T")
 
 def finite_or_none(value: Any) -> float | None:
     """``value`` as a float when it is a finite int or float (not a bool), else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not is_finite_number(value):
         return None
     return float(value)
 

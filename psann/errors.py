@@ -14,11 +14,23 @@ it imports only the standard library, so sweeps and the results store can use it
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Any, Iterable
 
-__all__ = ["ValidationError", "ValidationTypeError", "did_you_mean", "short_repr", "unknown_key"]
+__all__ = ["ValidationError", "ValidationTypeError", "did_you_mean", "is_finite_number", "short_repr", "unknown_key"]
 
 _MAX_VALUE_CHARS = 80
+
+
+def is_finite_number(value: Any) -> bool:
+    """True for an int or float (not a bool) that is finite as a float; an int too large for a
+    float (10**400) is False rather than the OverflowError ``math.isfinite`` raises."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def short_repr(value: Any, limit: int = _MAX_VALUE_CHARS) -> str:

@@ -16,7 +16,6 @@ its current mean; ``reset_to_init()`` refills it with ``init``. See docs/statefu
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
@@ -24,7 +23,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from psann.errors import ValidationError, ValidationTypeError, unknown_key
+from psann.errors import ValidationError, ValidationTypeError, is_finite_number, unknown_key
 
 __all__ = ["StateConfig", "StateController"]
 
@@ -34,7 +33,7 @@ _ACCELERATOR_CHECK_EVERY = 64  # commits between warning checks off the CPU (eac
 
 
 def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return is_finite_number(value)
 
 
 @dataclass(frozen=True)

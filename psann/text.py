@@ -15,7 +15,6 @@ Example::
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from collections import Counter
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from psann.errors import ValidationError, ValidationTypeError, short_repr, unknown_key
+from psann.errors import ValidationError, ValidationTypeError, is_finite_number, short_repr, unknown_key
 
 __all__ = ["SimpleWordTokenizer", "SineTokenEmbedder"]
 
@@ -248,7 +247,7 @@ class SineTokenEmbedder(nn.Module):
         super().__init__()
         if not _is_int(dim) or dim < 2 or dim % 2:
             raise ValidationError.expected("dim", "an even int >= 2", dim)
-        if isinstance(base, bool) or not isinstance(base, (int, float)) or not math.isfinite(base) or base <= 1:
+        if not is_finite_number(base) or base <= 1:
             raise ValidationError.expected("base", "a finite number > 1", base)
         for name, value in (("learnable", learnable), ("pool", pool)):
             if not isinstance(value, bool):

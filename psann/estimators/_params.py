@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import warnings
@@ -12,7 +11,7 @@ from typing import Any, Mapping
 import torch
 
 from psann.data import COUNT_LIMIT
-from psann.errors import ValidationError, short_repr
+from psann.errors import ValidationError, is_finite_number, short_repr
 
 __all__ = [
     "DEPRECATED",
@@ -63,7 +62,7 @@ class Real:
     low_open: bool = False
 
     def check(self, value: Any) -> bool:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not is_finite_number(value):
             return False
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
@@ -143,7 +142,7 @@ class Learnable:
 
 
 def _is_bound(value: Any) -> bool:
-    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+    return value is None or is_finite_number(value)
 
 
 @dataclass(frozen=True)

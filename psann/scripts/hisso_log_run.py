@@ -23,16 +23,14 @@ import torch
 
 from psann._imports import trust
 from psann.contract import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, baseline_verdict
+from psann.data import SEED_LIMIT, regime_market_dataset, toy_hisso_dataset
 from psann.errors import ValidationError
 from psann.names import NAME_MAX, check_folder_name, check_output_dir
-from psann.data import regime_market_dataset, toy_hisso_dataset
 from psann.runconfig import ConfigError
 from psann.runs import execute_run, load_dataset, load_run_config, prepare_run_dir
 from psann.watchdog import RunWatchdog
 
 __all__ = ["main", "build_parser", "toy_hisso_dataset", "regime_market_dataset"]
-
-SEED_LIMIT = 2**32  # numpy's and scikit-learn's bound: 0 <= seed < 2**32
 
 
 def build_parser() -> argparse.ArgumentParser:
