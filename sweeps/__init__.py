@@ -3,8 +3,8 @@
 Public names load their module on first use (PEP 562): ``import sweeps.results`` reads Parquet
 without importing torch (through ``sweeps.spec``) or Ray (through ``sweeps.stages``). Ray is
 imported only by the modules that drive it (``sweeps.stages``, ``sweeps.trainable``,
-``sweeps.trial_checkpoints``, ``sweeps.budget_guard``, ``sweeps.watchdog``, ``sweeps.heartbeat``,
-``sweeps.evaluate``).
+``sweeps.trial_checkpoints``, ``sweeps.budget_guard``, ``sweeps.wrapped_scheduler``,
+``sweeps.watchdog``, ``sweeps.heartbeat``, ``sweeps.evaluate``).
 """
 
 from __future__ import annotations

@@ -20,10 +20,11 @@ import time
 from typing import Any
 
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import TrialScheduler
 
 from sweeps.budget import BUDGET_RECORD, BudgetMeter, BudgetSpec
 from sweeps.storage import SweepStore
+from sweeps.wrapped_scheduler import WrappedScheduler
 
 __all__ = ["BudgetGuard"]
 
@@ -32,13 +33,13 @@ logger = logging.getLogger(__name__)
 SAVE_EVERY_S = 15.0  # budget.json refresh while trials run (also written at every trial end)
 
 
-class BudgetGuard(TrialScheduler):
+class BudgetGuard(WrappedScheduler):
     """Wraps a scheduler; once ``budget`` is spent, launches nothing more and stops running trials
     at their next report. Stopped trial ids and the spend are written to ``<stage>/budget.json``."""
 
     def __init__(self, inner: TrialScheduler | None, budget: BudgetSpec, gpus_per_trial: float, *,
                  store: SweepStore, stage: str) -> None:
-        self.inner = inner or FIFOScheduler()
+        super().__init__(inner)
         self.budget = budget
         self.gpus_per_trial = float(gpus_per_trial)
         self.store = store
@@ -64,42 +65,14 @@ class BudgetGuard(TrialScheduler):
         self.__dict__.update(state)
         self._reset()
 
-    # -- delegation (Tune sets metric/mode on the scheduler; keep the inner one in step) ----------
-
-    def set_search_properties(self, metric, mode, **spec) -> bool:
-        return self.inner.set_search_properties(metric, mode, **spec)
-
-    @property
-    def metric(self):
-        return getattr(self.inner, "metric", None)
+    # -- delegation: sweeps.wrapped_scheduler; what differs from it ------------------------------
 
     @property
     def supports_buffered_results(self) -> bool:
         return self.inner.supports_buffered_results
 
-    def on_trial_add(self, tune_controller, trial) -> None:
-        self.inner.on_trial_add(tune_controller, trial)
-
-    def on_trial_error(self, tune_controller, trial) -> None:
+    def _trial_ended(self, trial) -> None:
         self._ended(trial)
-        self.inner.on_trial_error(tune_controller, trial)
-
-    def on_trial_complete(self, tune_controller, trial, result) -> None:
-        self._ended(trial)
-        self.inner.on_trial_complete(tune_controller, trial, result)
-
-    def on_trial_remove(self, tune_controller, trial) -> None:
-        self._ended(trial)
-        self.inner.on_trial_remove(tune_controller, trial)
-
-    def debug_string(self) -> str:
-        return self.inner.debug_string()
-
-    def save(self, checkpoint_path: str):
-        return self.inner.save(checkpoint_path)
-
-    def restore(self, checkpoint_path: str):
-        return self.inner.restore(checkpoint_path)
 
     # -- the rule ---------------------------------------------------------------------------------
 

@@ -17,11 +17,12 @@ import logging
 import time
 from typing import Any
 
-from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import TrialScheduler
 
 from psann.watchdog import AUTOPSY_ROWS, format_rows, last_events
 from sweeps.heartbeat import BoardReader
 from sweeps.storage import SweepStore
+from sweeps.wrapped_scheduler import WrappedScheduler
 
 HUNG_RECORD = "hung_trials.json"
 
@@ -30,7 +31,7 @@ __all__ = ["AUTOPSY_ROWS", "HUNG_RECORD", "HangGuard", "last_events"]
 logger = logging.getLogger(__name__)
 
 
-class HangGuard(TrialScheduler):
+class HangGuard(WrappedScheduler):
     """Wraps a scheduler; stops running trials silent for longer than ``hang_timeout_s``.
 
     The clock of a trial starts when it is first seen running (actor start-up is not silence) and
@@ -47,7 +48,7 @@ class HangGuard(TrialScheduler):
         stage: str | None = None,
         board: str | None = None,
     ) -> None:
-        self.inner = inner or FIFOScheduler()
+        super().__init__(inner)
         self.store = store  # where <stage>/hung_trials.json is written (None: not written)
         self.stage = stage
         self.hang_timeout_s = float(hang_timeout_s)
@@ -73,45 +74,17 @@ class HangGuard(TrialScheduler):
         record = store.read_json(stage, HUNG_RECORD)
         return record if isinstance(record, dict) else {}
 
-    # Tune sets metric/mode on the scheduler; keep the inner one in step.
-    def set_search_properties(self, metric, mode, **spec) -> bool:
-        return self.inner.set_search_properties(metric, mode, **spec)
-
-    @property
-    def metric(self):
-        return getattr(self.inner, "metric", None)
-
-    def on_trial_add(self, tune_controller, trial) -> None:
-        self.inner.on_trial_add(tune_controller, trial)
-
-    def on_trial_error(self, tune_controller, trial) -> None:
+    # Delegation: sweeps.wrapped_scheduler; the rule watches results and the controller's steps.
+    def _trial_ended(self, trial) -> None:
         self._last_activity.pop(trial.trial_id, None)
-        self.inner.on_trial_error(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial, result) -> str:
         self._last_activity[trial.trial_id] = time.monotonic()
         return self.inner.on_trial_result(tune_controller, trial, result)
 
-    def on_trial_complete(self, tune_controller, trial, result) -> None:
-        self._last_activity.pop(trial.trial_id, None)
-        self.inner.on_trial_complete(tune_controller, trial, result)
-
-    def on_trial_remove(self, tune_controller, trial) -> None:
-        self._last_activity.pop(trial.trial_id, None)
-        self.inner.on_trial_remove(tune_controller, trial)
-
     def choose_trial_to_run(self, tune_controller):
         self._stop_silent_trials(tune_controller)
         return self.inner.choose_trial_to_run(tune_controller)
-
-    def debug_string(self) -> str:
-        return self.inner.debug_string()
-
-    def save(self, checkpoint_path: str):
-        return self.inner.save(checkpoint_path)
-
-    def restore(self, checkpoint_path: str):
-        return self.inner.restore(checkpoint_path)
 
     def _stop_silent_trials(self, tune_controller) -> None:
         now = time.monotonic()
