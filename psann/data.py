@@ -50,6 +50,7 @@ __all__ = [
     "sequence_market_dataset",
     "price_table_dataset",
     "SEED_LIMIT",
+    "check_seed",
     "COUNT_LIMIT",
 ]
 
@@ -241,9 +242,10 @@ def _check_int(name: str, value: Any, minimum: int, maximum: int = COUNT_LIMIT) 
     return int(value)
 
 
-def _check_seed(value: Any) -> int:
+def check_seed(value: Any, key: str = "seed", *, error: type[ValidationError] = ValidationError) -> int:
+    """``value`` as an int when it is a seed in [0, 2**32) (the project's one bound), else ``error``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < SEED_LIMIT:
-        raise ValidationError.expected("seed", "an int in [0, 2**32)", value)
+        raise error.expected(key, "an int in [0, 2**32)", value)
     return int(value)
 
 
@@ -291,7 +293,7 @@ def toy_hisso_dataset(
     assets = _check_int("assets", assets, 1)
     _check_size(steps, features + assets, 3)
     splits = _split_rows(steps, train_fraction, val_fraction)
-    rng = np.random.default_rng(_check_seed(seed))
+    rng = np.random.default_rng(check_seed(seed))
 
     t = np.arange(steps, dtype=np.float64)[:, None, None]
     periods = rng.uniform(8.0, 96.0, size=(1, features, 3))
@@ -336,7 +338,7 @@ def _regime_market(
     ):
         raise ValidationError.expected("signal_strength", "a finite number >= 0", signal_strength)
     signal_strength = float(signal_strength)
-    rng = np.random.default_rng(_check_seed(seed))
+    rng = np.random.default_rng(check_seed(seed))
 
     drift = _REGIME_DRIFT[:, None] + rng.normal(0.0, 0.0003, size=(3, assets))
     volatility = _REGIME_VOLATILITY[:, None] * rng.uniform(0.8, 1.25, size=(3, assets))

@@ -74,14 +74,11 @@ def load_dataset(config: RunConfig) -> dict[str, np.ndarray]:
             data = load_loader(config.data["loader"], config.data["kwargs"])
     except FileNotFoundError as exc:
         raise ConfigError("data.npz", str(exc)) from exc
-    except ValidationError as exc:
+    except (ValueError, TypeError) as exc:
         # A loader's own argument check names the argument: key it where the config sets it.
         kwargs = config.data.get("kwargs") or {}
-        if "loader" in config.data and exc.key.split(".")[0].split("[")[0] in kwargs:
+        if isinstance(exc, ValidationError) and "loader" in config.data and exc.key.split(".")[0].split("[")[0] in kwargs:
             raise ConfigError(f"data.kwargs.{exc.key}", exc.reason) from exc
-        key = "data.npz" if "npz" in config.data else "data.loader"
-        raise ConfigError(key, str(exc)) from exc
-    except (ValueError, TypeError) as exc:
         key = "data.npz" if "npz" in config.data else "data.loader"
         raise ConfigError(key, str(exc)) from exc
     if config.hisso is None and "y_train" not in data:

@@ -50,7 +50,7 @@ from typing import Any, Mapping
 
 from psann.configfile import read_config
 from psann.contract import RANK_WINDOW
-from psann.data import COUNT_LIMIT, SEED_LIMIT  # the project's one seed bound: 0 <= seed < 2**32
+from psann.data import COUNT_LIMIT, check_seed  # the project's one seed bound: 0 <= seed < 2**32
 from psann.errors import ValidationError, short_repr, unknown_key
 from psann.names import check_folder_name
 from psann.runconfig import ConfigError, apply_overrides, load_config_file, parse_run_config
@@ -497,7 +497,7 @@ def parse_sweep(raw: Mapping[str, Any], *, path: Path, profile: str | None = Non
         base_config=base_config,
         search_space=search_space,
         stages=stages,
-        seed=_seed(data.get("seed", 42)),
+        seed=check_seed(data.get("seed", 42), error=SweepError),
         hang_timeout_s=hang,
         search=search,
         repeats=repeats,
@@ -506,12 +506,6 @@ def parse_sweep(raw: Mapping[str, Any], *, path: Path, profile: str | None = Non
         profile=profile,
         raw=dict(raw),
     )
-
-
-def _seed(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
-        raise SweepError.expected("seed", "an int in [0, 2**32)", value)
-    return value
 
 
 def _read(path: str | Path) -> Any:

@@ -23,7 +23,7 @@ import torch
 
 from psann._imports import trust
 from psann.contract import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, baseline_verdict
-from psann.data import SEED_LIMIT, regime_market_dataset, toy_hisso_dataset
+from psann.data import check_seed, regime_market_dataset, toy_hisso_dataset
 from psann.errors import ValidationError
 from psann.names import NAME_MAX, check_folder_name, check_output_dir
 from psann.runconfig import ConfigError
@@ -86,8 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_output_dir(args.output_dir, "--output-dir")
         if args.run_name is not None:
             check_folder_name(args.run_name, "--run-name", parent=args.output_dir, reserve=len("-999"))
-        if not 0 <= args.seed < SEED_LIMIT:
-            raise ConfigError("--seed", f"expected an int in [0, 2**32), got {args.seed}")
+        check_seed(args.seed, "--seed", error=ConfigError)
         if args.threads is not None and args.threads < 1:
             raise ConfigError("--threads", f"expected an int >= 1, got {args.threads}")
         if args.hang_timeout is not None and not (math.isfinite(args.hang_timeout) and args.hang_timeout > 0):
